@@ -1,0 +1,55 @@
+# Nemesis: `make run` starts the whole stack on this machine, `make test`
+# runs every test against real PostgreSQL, Redis, Envoy and kube-apiserver.
+
+GO          ?= go
+TOOLS       := $(CURDIR)/.tools/bin
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+CONTROLLER_GEN := $(TOOLS)/controller-gen
+
+export NEMESIS_TOOLS_BIN := $(TOOLS)
+
+.PHONY: all tools build generate check-generated lint test run bench clean
+
+all: build
+
+## tools: install PostgreSQL, Redis, Envoy, etcd, kube-apiserver and the generators (idempotent).
+tools:
+	@bash hack/tools.sh
+
+## build: build bin/nemesis.
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis ./cmd/nemesis
+
+## generate: regenerate deepcopy code and the CRD in manifests/crd.
+generate: tools
+	$(CONTROLLER_GEN) object paths=./controller/api/...
+	$(CONTROLLER_GEN) crd:allowDangerousTypes=true,maxDescLen=512 paths=./controller/api/... output:crd:artifacts:config=manifests/crd
+
+## check-generated: fail when generated files differ from what make generate writes.
+check-generated: generate
+	@if [ -n "$$(git status --porcelain -- controller/api manifests)" ]; then \
+		git status --short -- controller/api manifests; \
+		echo "generated files are stale: run 'make generate' and commit the result"; exit 1; fi
+
+## lint: gofmt, go vet and staticcheck.
+lint: tools
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
+		echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+
+## test: everything above, then every test (with the race detector).
+test: check-generated lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## run: start the whole stack on this machine and print where it listens.
+run: tools build
+	bin/nemesis dev
+
+## bench: run the benchmarks under bench/.
+bench: tools build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/...
+
+clean:
+	rm -rf bin .run

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/nemesis-ml/nemesis/internal/local"
+)
+
+// devCmd runs the whole stack on this machine, for trying Nemesis out and
+// developing it. Real clusters run `serve` and their own databases.
+type devCmd struct {
+	Dir            string `help:"Folder for the local databases and logs." default:".run" env:"NEMESIS_DEV_DIR"`
+	PostgresPort   int    `help:"PostgreSQL port." default:"15432" env:"NEMESIS_DEV_POSTGRES_PORT"`
+	RedisPort      int    `help:"Redis port." default:"16379" env:"NEMESIS_DEV_REDIS_PORT"`
+	Listen         string `help:"Address of nemesis serve's HTTP APIs." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
+	XDSListen      string `help:"Address of the xDS server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
+	EnvoyAdminPort int    `help:"Envoy's admin port." default:"9901" env:"NEMESIS_DEV_ENVOY_ADMIN_PORT"`
+	Environment    string `help:"The environment (Envoy node cluster) of the local Envoy." default:"default" env:"NEMESIS_DEV_ENVIRONMENT"`
+	Bootstrap      string `help:"Envoy bootstrap template." default:"envoy/bootstrap.yaml" env:"NEMESIS_ENVOY_BOOTSTRAP"`
+}
+
+func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
+	dir, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return fmt.Errorf("resolving %s: %w", c.Dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	var stops []func() error
+	defer func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			err = errors.Join(err, stops[i]())
+		}
+	}()
+
+	log.Info("starting postgres", "port", c.PostgresPort)
+	pg, err := local.StartPostgres(ctx, local.PostgresConfig{Dir: filepath.Join(dir, "postgres"), Port: c.PostgresPort})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, pg.Stop)
+	if err := pg.CreateDatabase(ctx, "nemesis"); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return err
+	}
+
+	log.Info("starting redis", "port", c.RedisPort)
+	rdb, err := local.StartRedis(ctx, local.RedisConfig{Dir: filepath.Join(dir, "redis"), Port: c.RedisPort, AppendOnly: true})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, rdb.Stop)
+
+	log.Info("starting kube-apiserver and etcd")
+	kube, err := local.StartKube(local.KubeConfig{Dir: filepath.Join(dir, "kube"), CRDDir: "manifests/crd"})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, kube.Stop)
+	kubeconfig, err := kube.KubeConfig()
+	if err != nil {
+		return err
+	}
+	kubeconfigPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("writing kubeconfig: %w", err)
+	}
+
+	serve := serveCmd{
+		databaseFlags: databaseFlags{DatabaseURL: pg.URL("nemesis")},
+		Listen:        c.Listen,
+		ShutdownGrace: defaultShutdownGrace,
+	}
+	serveCtx, stopServe := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
+	stops = append(stops, func() error { stopServe(); return <-served })
+
+	bootstrap, err := renderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen)
+	if err != nil {
+		return err
+	}
+	log.Info("starting envoy", "admin_port", c.EnvoyAdminPort)
+	envoy, err := local.StartEnvoy(ctx, local.EnvoyConfig{
+		Bootstrap: bootstrap, Dir: filepath.Join(dir, "envoy"), AdminPort: c.EnvoyAdminPort,
+		NodeID: "envoy-local", Cluster: c.Environment,
+	})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, envoy.Stop)
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	_, _ = fmt.Fprintf(w, "\nNemesis is running. Ctrl-C stops everything.\n\n")
+	_, _ = fmt.Fprintf(w, "nemesis serve\thttp://%s (/healthz, /readyz, /metrics)\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "envoy admin\t%s (node envoy-local, environment %s)\n", envoy.AdminURL(), c.Environment)
+	_, _ = fmt.Fprintf(w, "postgres\t%s\n", pg.URL("nemesis"))
+	_, _ = fmt.Fprintf(w, "redis\t%s\n", rdb.URL())
+	_, _ = fmt.Fprintf(w, "kubernetes\tKUBECONFIG=%s (API %s)\n", kubeconfigPath, kube.Config.Host)
+	_, _ = fmt.Fprintf(w, "logs\t%s\n\n", dir)
+	_ = w.Flush()
+
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+		return nil
+	case err := <-served:
+		served <- err
+		return fmt.Errorf("nemesis serve stopped: %w", err)
+	}
+}
+
+// renderBootstrap writes the bootstrap template with the xDS server's
+// address filled in and returns the written file's path.
+func renderBootstrap(template, dir, xdsAddr string) (string, error) {
+	host, port, err := net.SplitHostPort(xdsAddr)
+	if err != nil {
+		return "", fmt.Errorf("parsing xds address %q: %w", xdsAddr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", fmt.Errorf("parsing xds port %q: %w", port, err)
+	}
+	raw, err := os.ReadFile(template)
+	if err != nil {
+		return "", fmt.Errorf("reading envoy bootstrap: %w", err)
+	}
+	out := strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port).Replace(string(raw))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "bootstrap.yaml")
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
+	}
+	return path, nil
+}

@@ -1,0 +1,251 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Action is what a rule does when all its thresholds hold.
+// +kubebuilder:validation:Enum=INCREASE_INSTANCES;DECREASE_INSTANCES;DECREASE_INSTANCES_TO_ZERO
+type Action string
+
+const (
+	ActionIncreaseInstances       Action = "INCREASE_INSTANCES"
+	ActionDecreaseInstances       Action = "DECREASE_INSTANCES"
+	ActionDecreaseInstancesToZero Action = "DECREASE_INSTANCES_TO_ZERO"
+)
+
+// MetricType names a per-pod metric that the sidecar reports.
+// +kubebuilder:validation:Enum=CPU_USAGE;MEMORY_USAGE;DISK_USAGE;AVERAGE_RESPONSE_TIME;REQUEST_RATE;IN_FLIGHT_REQUESTS
+type MetricType string
+
+const (
+	// MetricCPUUsage is in millicores.
+	MetricCPUUsage MetricType = "CPU_USAGE"
+	// MetricMemoryUsage is in MiB.
+	MetricMemoryUsage MetricType = "MEMORY_USAGE"
+	// MetricDiskUsage is in MiB.
+	MetricDiskUsage MetricType = "DISK_USAGE"
+	// MetricAverageResponseTime is in milliseconds.
+	MetricAverageResponseTime MetricType = "AVERAGE_RESPONSE_TIME"
+	// MetricRequestRate is in requests per second.
+	MetricRequestRate MetricType = "REQUEST_RATE"
+	// MetricInFlightRequests is a count.
+	MetricInFlightRequests MetricType = "IN_FLIGHT_REQUESTS"
+)
+
+// Operator compares an aggregated metric with a threshold's value.
+// +kubebuilder:validation:Enum=GREATER_THAN;LESS_THAN;EQUAL_TO
+type Operator string
+
+const (
+	OperatorGreaterThan Operator = "GREATER_THAN"
+	OperatorLessThan    Operator = "LESS_THAN"
+	OperatorEqualTo     Operator = "EQUAL_TO"
+)
+
+// ScaleTargetReference names the scalable resource, in the autoscaler's
+// namespace, whose scale subresource the controller sets.
+type ScaleTargetReference struct {
+	// APIVersion of the target, e.g. apps/v1.
+	// +kubebuilder:validation:MinLength=1
+	APIVersion string `json:"apiVersion"`
+	// Kind of the target, e.g. Deployment or StatefulSet.
+	// +kubebuilder:validation:MinLength=1
+	Kind string `json:"kind"`
+	// Name of the target.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// Route publishes the target through Envoy.
+type Route struct {
+	// Environment is the Envoy fleet (Envoy's node cluster) that serves the route.
+	// +kubebuilder:default=default
+	// +kubebuilder:validation:Pattern=`^[a-z0-9-]{1,50}$`
+	// +optional
+	Environment string `json:"environment,omitempty"`
+	// PathPrefix selects the requests of this model.
+	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
+	// +kubebuilder:validation:MaxLength=256
+	PathPrefix string `json:"pathPrefix"`
+	// Service is the Service, in the autoscaler's namespace, whose ready
+	// endpoints receive the traffic.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Service string `json:"service"`
+	// Port is the Service port to send traffic to.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+}
+
+// Threshold compares one aggregated metric with a value.
+type Threshold struct {
+	MetricType MetricType `json:"metricType"`
+	Operator   Operator   `json:"operator"`
+	// Value in the metric's unit: millicores, MiB, milliseconds, requests per
+	// second or requests.
+	// +kubebuilder:validation:Minimum=0
+	Value float64 `json:"value"`
+}
+
+// ScalingRule fires its action when all of its thresholds hold.
+type ScalingRule struct {
+	// ID names the rule; unique within the autoscaler.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:MaxLength=63
+	ID     string `json:"id"`
+	Action Action `json:"action"`
+	// Thresholds that must all hold.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=atomic
+	Thresholds []Threshold `json:"thresholds"`
+	// WindowSeconds is how far back the samples are aggregated.
+	// +kubebuilder:default=30
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	WindowSeconds int32 `json:"windowSeconds,omitempty"`
+}
+
+// ScalingPolicy limits scaling in one direction.
+type ScalingPolicy struct {
+	// StabilizationWindowSeconds: a change in this direction is made only
+	// when every decision over this window asked for it, and then by the
+	// smallest step any of them asked for.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	StabilizationWindowSeconds *int32 `json:"stabilizationWindowSeconds,omitempty"`
+	// MaxStep is the most replicas added or removed by one decision.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxStep *int32 `json:"maxStep,omitempty"`
+}
+
+// Behavior shapes how fast the autoscaler moves, per direction.
+type Behavior struct {
+	// +optional
+	ScaleUp *ScalingPolicy `json:"scaleUp,omitempty"`
+	// +optional
+	ScaleDown *ScalingPolicy `json:"scaleDown,omitempty"`
+}
+
+// ScaleToZero configures scaling to and from zero replicas.
+type ScaleToZero struct {
+	// IdlePeriodSeconds is how long a DECREASE_INSTANCES_TO_ZERO rule's
+	// thresholds must hold, with fresh samples, before the target goes to zero.
+	// +kubebuilder:default=300
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	IdlePeriodSeconds int32 `json:"idlePeriodSeconds,omitempty"`
+	// HoldTimeoutSeconds is how long a request to a target at zero is held
+	// while it wakes up, before it fails with 503.
+	// +kubebuilder:default=120
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	HoldTimeoutSeconds int32 `json:"holdTimeoutSeconds,omitempty"`
+}
+
+// CustomAutoscalerSpec is what the operator asks for.
+// +kubebuilder:validation:XValidation:rule="self.maxReplicas >= self.minReplicas",message="maxReplicas must be greater than or equal to minReplicas"
+// +kubebuilder:validation:XValidation:rule="!self.rules.exists(r, r.action == 'DECREASE_INSTANCES_TO_ZERO') || self.minReplicas == 0",message="minReplicas must be 0 when a rule scales to zero"
+type CustomAutoscalerSpec struct {
+	ScaleTargetRef ScaleTargetReference `json:"scaleTargetRef"`
+	// MinReplicas is the floor of DECREASE_INSTANCES (which never goes below
+	// one). Zero is reached only through a DECREASE_INSTANCES_TO_ZERO rule.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MinReplicas int32 `json:"minReplicas"`
+	// MaxReplicas is the ceiling of INCREASE_INSTANCES.
+	// +kubebuilder:validation:Minimum=1
+	MaxReplicas int32 `json:"maxReplicas"`
+	// Route publishes the target through Envoy; without it the target is
+	// scaled but not routed.
+	// +optional
+	Route *Route `json:"route,omitempty"`
+	// Rules decide the scaling; an increase beats a decrease.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=map
+	// +listMapKey=id
+	Rules []ScalingRule `json:"rules"`
+	// +optional
+	Behavior *Behavior `json:"behavior,omitempty"`
+	// +optional
+	ScaleToZero *ScaleToZero `json:"scaleToZero,omitempty"`
+	// DryRun records decisions without scaling the target.
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// Decision is one evaluation of the rules that chose a replica count.
+type Decision struct {
+	Time metav1.Time `json:"time"`
+	// Rule is the id of the rule that fired, or a word such as "activation".
+	// +optional
+	Rule   string `json:"rule,omitempty"`
+	Action string `json:"action"`
+	// Values are the aggregated metrics the rules saw, by metric type.
+	// +optional
+	Values       map[string]float64 `json:"values,omitempty"`
+	FromReplicas int32              `json:"fromReplicas"`
+	ToReplicas   int32              `json:"toReplicas"`
+	Reason       string             `json:"reason"`
+	// +optional
+	DryRun bool `json:"dryRun,omitempty"`
+}
+
+// CustomAutoscalerStatus is what the controller observed and did.
+type CustomAutoscalerStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Replicas is the target's current replica count.
+	// +optional
+	Replicas int32 `json:"replicas"`
+	// DesiredReplicas is the count the last decision asked for.
+	// +optional
+	DesiredReplicas int32 `json:"desiredReplicas"`
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+	// +optional
+	LastDecision *Decision `json:"lastDecision,omitempty"`
+	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// CustomAutoscaler scales a workload from the metrics its pods' sidecars
+// report, with operator-written rules, down to zero.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=cas,categories=nemesis
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.scaleTargetRef.name`
+// +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minReplicas`
+// +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.maxReplicas`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desiredReplicas`
+// +kubebuilder:printcolumn:name="Last-Rule",type=string,JSONPath=`.status.lastDecision.rule`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type CustomAutoscaler struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   CustomAutoscalerSpec   `json:"spec"`
+	Status CustomAutoscalerStatus `json:"status,omitempty"`
+}
+
+// CustomAutoscalerList is a list of CustomAutoscalers.
+// +kubebuilder:object:root=true
+type CustomAutoscalerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CustomAutoscaler `json:"items"`
+}

