@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nemesis-ml/nemesis/internal/local"
 )
@@ -24,6 +25,8 @@ type devCmd struct {
 	Listen         string `help:"Address of nemesis serve's HTTP APIs." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	XDSListen      string `help:"Address of the xDS server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyAdminPort int    `help:"Envoy's admin port." default:"9901" env:"NEMESIS_DEV_ENVOY_ADMIN_PORT"`
+	EnvoyPort      int    `help:"Envoy's port for client traffic." default:"10000" env:"NEMESIS_DEV_ENVOY_PORT"`
+	Token          string `help:"Bearer token of the APIs; generated when empty." env:"NEMESIS_TOKEN"`
 	Environment    string `help:"The environment (Envoy node cluster) of the local Envoy." default:"default" env:"NEMESIS_DEV_ENVIRONMENT"`
 	Bootstrap      string `help:"Envoy bootstrap template." default:"envoy/bootstrap.yaml" env:"NEMESIS_ENVOY_BOOTSTRAP"`
 }
@@ -75,17 +78,28 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return fmt.Errorf("writing kubeconfig: %w", err)
 	}
 
+	token := c.Token
+	if token == "" {
+		if token, err = randomToken(); err != nil {
+			return err
+		}
+	}
 	serve := serveCmd{
-		databaseFlags: databaseFlags{DatabaseURL: pg.URL("nemesis")},
-		Listen:        c.Listen,
-		ShutdownGrace: defaultShutdownGrace,
+		databaseFlags:        databaseFlags{DatabaseURL: pg.URL("nemesis")},
+		kubeFlags:            kubeFlags{Kubeconfig: kubeconfigPath},
+		Listen:               c.Listen,
+		XDSListen:            c.XDSListen,
+		EnvoyListenerAddress: "127.0.0.1",
+		EnvoyListenerPort:    uint32(c.EnvoyPort),
+		Token:                token,
+		ShutdownGrace:        defaultShutdownGrace,
 	}
 	serveCtx, stopServe := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
 	stops = append(stops, func() error { stopServe(); return <-served })
 
-	bootstrap, err := renderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen)
+	bootstrap, err := local.RenderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen)
 	if err != nil {
 		return err
 	}
@@ -98,15 +112,23 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return err
 	}
 	stops = append(stops, envoy.Stop)
+	if err := envoy.WaitLive(ctx, 30*time.Second); err != nil {
+		return err
+	}
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	_, _ = fmt.Fprintf(w, "\nNemesis is running. Ctrl-C stops everything.\n\n")
-	_, _ = fmt.Fprintf(w, "nemesis serve\thttp://%s (/healthz, /readyz, /metrics)\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "nemesis serve\thttp://%s (/loadbalancer/settings, /openapi.json, /readyz, /metrics)\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "token\t%s\n", token)
+	_, _ = fmt.Fprintf(w, "xds\t%s\n", c.XDSListen)
+	_, _ = fmt.Fprintf(w, "envoy\thttp://127.0.0.1:%d (client traffic)\n", c.EnvoyPort)
 	_, _ = fmt.Fprintf(w, "envoy admin\t%s (node envoy-local, environment %s)\n", envoy.AdminURL(), c.Environment)
 	_, _ = fmt.Fprintf(w, "postgres\t%s\n", pg.URL("nemesis"))
 	_, _ = fmt.Fprintf(w, "redis\t%s\n", rdb.URL())
 	_, _ = fmt.Fprintf(w, "kubernetes\tKUBECONFIG=%s (API %s)\n", kubeconfigPath, kube.Config.Host)
 	_, _ = fmt.Fprintf(w, "logs\t%s\n\n", dir)
+	_, _ = fmt.Fprintf(w, "Try:\n  curl -s http://%s/loadbalancer/settings\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"policy\":\"least_connections\",\"max_connections\":100,\"timeout_seconds\":30}' 'http://%s/loadbalancer/settings?wait=ack'\n\n", token, c.Listen)
 	_ = w.Flush()
 
 	select {
@@ -119,27 +141,10 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 }
 
-// renderBootstrap writes the bootstrap template with the xDS server's
-// address filled in and returns the written file's path.
-func renderBootstrap(template, dir, xdsAddr string) (string, error) {
-	host, port, err := net.SplitHostPort(xdsAddr)
-	if err != nil {
-		return "", fmt.Errorf("parsing xds address %q: %w", xdsAddr, err)
+func randomToken() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating token: %w", err)
 	}
-	if _, err := strconv.Atoi(port); err != nil {
-		return "", fmt.Errorf("parsing xds port %q: %w", port, err)
-	}
-	raw, err := os.ReadFile(template)
-	if err != nil {
-		return "", fmt.Errorf("reading envoy bootstrap: %w", err)
-	}
-	out := strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port).Replace(string(raw))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("creating %s: %w", dir, err)
-	}
-	path := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
-		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
-	}
-	return path, nil
+	return hex.EncodeToString(b), nil
 }

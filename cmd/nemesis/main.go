@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // version is set at build time by -ldflags "-X main.version=...".
@@ -55,6 +57,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := c.logger()
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.Bind(log)
 	if err := kctx.Run(); err != nil {

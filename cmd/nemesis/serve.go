@@ -5,33 +5,84 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
+	"github.com/nemesis-ml/nemesis/xds"
+	"github.com/nemesis-ml/nemesis/xds/api"
+	"github.com/nemesis-ml/nemesis/xds/kubesource"
+	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
 const defaultShutdownGrace = 20 * time.Second
 
 type serveCmd struct {
 	databaseFlags
-	Listen        string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
-	ShutdownGrace time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
+	kubeFlags
+	Listen                string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
+	XDSListen             string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
+	EnvoyListenerAddress  string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
+	EnvoyListenerPort     uint32        `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
+	Token                 string        `help:"Bearer token required by the APIs' mutating calls; empty disables the check." env:"NEMESIS_TOKEN"`
+	ShutdownGrace         time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
 func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
+	kubeCfg, err := c.restConfig()
+	if err != nil {
+		return err
+	}
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	xdsListener, err := net.Listen("tcp", c.XDSListen)
+	if err != nil {
+		return fmt.Errorf("listening for xds on %s: %w", c.XDSListen, err)
+	}
 	pool, err := connectAndMigrate(ctx, log, c.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
 
+	store := settings.NewStore(pool)
+	cp := xds.New(log.With("component", "xds"), store, translate.Options{
+		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort,
+	})
+	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]model.Route) {
+		cp.RoutesChanged(ctx, r)
+	})
+	if err != nil {
+		return err
+	}
+
 	reg := httpserver.NewRegistry()
 	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
+	api.New(log.With("component", "api"), store, cp).Register(mux)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		settings.Watch(ctx, pool, log.With("component", "settings"), func(env string) error {
+			return cp.SettingsChanged(ctx, env)
+		})
+		return nil
+	})
+	g.Go(func() error { return routes.Run(ctx) })
+	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener) })
+	g.Go(func() error {
+		return httpserver.Serve(ctx, log, c.Listen, httpjson.RequireToken(c.Token, mux), c.ShutdownGrace)
+	})
+	return g.Wait()
 }
 
 // connectAndMigrate retries until PostgreSQL answers and the schema is

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -57,7 +60,7 @@ func StartEnvoy(ctx context.Context, cfg EnvoyConfig) (*Envoy, error) {
 		args = append(args, "--service-cluster", cfg.Cluster)
 	}
 	cmd := exec.Command(filepath.Join(tools, "envoy"), args...)
-	proc, err := startProcess("envoy", filepath.Join(cfg.Dir, "envoy.log"), cmd)
+	proc, err := Start("envoy", filepath.Join(cfg.Dir, "envoy.log"), cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -116,3 +119,28 @@ func (e *Envoy) Stop() error { return e.proc.Stop(10 * time.Second) }
 
 // Process is the running Envoy process.
 func (e *Envoy) Process() *Process { return e.proc }
+
+// RenderBootstrap writes the bootstrap template (envoy/bootstrap.yaml) into
+// dir with the xDS server's address filled in, and returns the file's path.
+func RenderBootstrap(template, dir, xdsAddr string) (string, error) {
+	host, port, err := net.SplitHostPort(xdsAddr)
+	if err != nil {
+		return "", fmt.Errorf("parsing xds address %q: %w", xdsAddr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", fmt.Errorf("parsing xds port %q: %w", port, err)
+	}
+	raw, err := os.ReadFile(template)
+	if err != nil {
+		return "", fmt.Errorf("reading envoy bootstrap: %w", err)
+	}
+	out := strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port).Replace(string(raw))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "bootstrap.yaml")
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
+	}
+	return path, nil
+}

@@ -76,10 +76,13 @@ func (p *Postgres) Start(ctx context.Context) error {
 	}
 	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	proc, err := startProcess("postgres", filepath.Join(cfg.Dir, "postgres.log"), cmd)
+	proc, err := Start("postgres", filepath.Join(cfg.Dir, "postgres.log"), cmd)
 	if err != nil {
 		return err
 	}
+	// SIGTERM is PostgreSQL's "smart" shutdown, which waits for every
+	// client to leave; SIGINT ("fast") disconnects them.
+	proc.StopSignal = syscall.SIGINT
 	p.proc = proc
 	err = waitFor(proc, 30*time.Second, func() error {
 		conn, err := pgx.Connect(ctx, p.URL("postgres"))

@@ -18,15 +18,17 @@ import (
 type Process struct {
 	Name    string
 	LogPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
+	// StopSignal asks the process to stop; SIGTERM unless set.
+	StopSignal syscall.Signal
+	cmd        *exec.Cmd
+	done       chan struct{}
+	err        error
 }
 
-// startProcess starts cmd with stdout and stderr appended to logPath. The
+// Start starts cmd with stdout and stderr appended to logPath. The
 // child gets its own process group and is killed if this process dies, so a
 // crashed test run leaves no servers behind.
-func startProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
+func Start(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s log: %w", name, err)
@@ -54,14 +56,18 @@ func startProcess(name, logPath string, cmd *exec.Cmd) (*Process, error) {
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
-// Stop sends SIGTERM to the process group, then SIGKILL after the grace period.
+// Stop sends StopSignal to the process group, then SIGKILL after the grace period.
 func (p *Process) Stop(grace time.Duration) error {
 	select {
 	case <-p.done:
 		return nil
 	default:
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	sig := p.StopSignal
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
 	select {
 	case <-p.done:
 		return nil

@@ -52,7 +52,7 @@ func (r *Redis) Start(ctx context.Context) error {
 	cmd := exec.Command(path,
 		"--bind", "127.0.0.1", "--port", itoa(cfg.Port), "--dir", cfg.Dir,
 		"--save", "", "--appendonly", appendOnly, "--daemonize", "no", "--protected-mode", "yes")
-	proc, err := startProcess("redis", filepath.Join(cfg.Dir, "redis.log"), cmd)
+	proc, err := Start("redis", filepath.Join(cfg.Dir, "redis.log"), cmd)
 	if err != nil {
 		return err
 	}

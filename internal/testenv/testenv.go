@@ -18,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"k8s.io/client-go/rest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/local"
@@ -30,6 +32,8 @@ const logTail = 16 << 10
 
 // Run runs the package's tests, stops the shared API server and exits.
 func Run(m *testing.M) {
+	// controller-runtime complains on stderr when nobody set its logger.
+	ctrllog.SetLogger(logr.Discard())
 	code := m.Run()
 	defer os.Exit(code)
 	kube.mu.Lock()
@@ -299,4 +303,35 @@ func QueryRow(t testing.TB, url, sql string, dest ...any) {
 	if err := conn.QueryRow(ctx, sql).Scan(dest...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// KubeConfigFile writes a kubeconfig of the package's API server for
+// processes the test starts, and returns its path.
+func KubeConfigFile(t testing.TB) string {
+	t.Helper()
+	Kube(t)
+	kube.mu.Lock()
+	raw, err := kube.server.KubeConfig()
+	kube.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Process starts cmd with its output in a log file of the test's, stops it
+// when the test ends and prints its log when the test failed.
+func Process(t testing.TB, name string, cmd *exec.Cmd) *local.Process {
+	t.Helper()
+	p, err := local.Start(name, filepath.Join(Dir(t, name), name+".log"), cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop(10 * time.Second) })
+	dumpOnFailure(t, func() *local.Process { return p })
+	return p
 }

@@ -91,3 +91,32 @@ func TestPostgresRestartsOnItsDataAndPort(t *testing.T) {
 		t.Fatalf("after restart policy = %q, want random", policy)
 	}
 }
+
+func TestHostIsReachableAndNotOnLoopback(t *testing.T) {
+	host := testenv.NewHost(t)
+	if ip := net.ParseIP(host.Addr); ip == nil || ip.IsLoopback() {
+		t.Fatalf("host address %q", host.Addr)
+	}
+	l := host.Listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "from the host")
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	resp, err := http.Get("http://" + l.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "from the host" {
+		t.Fatalf("got %q", body)
+	}
+	// The socket is in the host's namespace, not ours: nothing listens on
+	// that port on loopback.
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		_ = c.Close()
+		t.Fatal("the host's listener is reachable on loopback")
+	}
+}

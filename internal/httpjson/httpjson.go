@@ -1,0 +1,117 @@
+// Package httpjson writes JSON answers and reads JSON bodies strictly, with
+// errors that name the offending field.
+package httpjson
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+	// Field names the request field or parameter at fault, when one is.
+	Field string `json:"field,omitempty"`
+}
+
+// Write answers with status and v as JSON.
+func Write(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// WriteError answers with status and an Error naming field ("" for none).
+func WriteError(w http.ResponseWriter, status int, field, message string) {
+	Write(w, status, Error{Error: message, Field: field})
+}
+
+// FieldError is a bad request body or parameter.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Message
+	}
+	return e.Field + ": " + e.Message
+}
+
+// Decode reads exactly one JSON value of at most maxBytes from r's body into
+// v, refusing unknown fields.
+func Decode(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &FieldError{Message: fmt.Sprintf("body is larger than %d bytes", maxBytes)}
+	}
+	if err != nil {
+		return &FieldError{Message: "reading body: " + err.Error()}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if dec.More() {
+		return &FieldError{Message: "body holds more than one JSON value"}
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		return &FieldError{Field: typeErr.Field, Message: fmt.Sprintf("must be %s, not %s", typeErr.Type, typeErr.Value)}
+	case errors.As(err, &syntaxErr):
+		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
+	case errors.Is(err, io.EOF):
+		return &FieldError{Message: "body is empty"}
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return &FieldError{Field: field, Message: "unknown field"}
+	default:
+		return &FieldError{Message: "malformed JSON: " + err.Error()}
+	}
+}
+
+// WriteBadRequest answers 400 for a FieldError, 500 for anything else.
+func WriteBadRequest(w http.ResponseWriter, err error) {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		WriteError(w, http.StatusBadRequest, fe.Field, fe.Error())
+		return
+	}
+	WriteError(w, http.StatusInternalServerError, "", err.Error())
+}
+
+// RequireToken wraps next so that, when token is not empty, requests that
+// change something (any method but GET and HEAD) must carry
+// `Authorization: Bearer <token>`.
+func RequireToken(token string, next http.Handler) http.Handler {
+	if token == "" {
+		return next
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="nemesis"`)
+			WriteError(w, http.StatusUnauthorized, "Authorization", "a valid bearer token is required")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,179 @@
+// Package xds keeps every environment's Envoy configuration current: it
+// joins the settings from PostgreSQL with the routes from Kubernetes,
+// translates them, and hands the snapshots to the ADS server.
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/server"
+	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/translate"
+)
+
+// ControlPlane holds the inputs of every environment and rebuilds an
+// environment's snapshot whenever one of its inputs changes.
+type ControlPlane struct {
+	log    *slog.Logger
+	store  *settings.Store
+	opts   translate.Options
+	Server *server.Server
+
+	mu       sync.Mutex
+	settings map[string]settings.Settings
+	routes   map[string][]model.Route
+	served   map[string]bool // environments with a snapshot
+	seq      uint64
+}
+
+// New returns a control plane reading settings from store.
+func New(log *slog.Logger, store *settings.Store, opts translate.Options) *ControlPlane {
+	c := &ControlPlane{
+		log:      log,
+		store:    store,
+		opts:     opts,
+		settings: map[string]settings.Settings{},
+		routes:   map[string][]model.Route{},
+		served:   map[string]bool{},
+	}
+	c.Server = server.New(log, c.ensure)
+	return c
+}
+
+// Version returns the settings version a snapshot version was built from.
+func Version(snapshotVersion string) int64 {
+	v, _ := strconv.ParseInt(strings.SplitN(snapshotVersion, ".", 2)[0], 10, 64)
+	return v
+}
+
+// SettingsChanged re-reads the settings of one environment, or of all when
+// environment is "", and rebuilds what changed.
+func (c *ControlPlane) SettingsChanged(ctx context.Context, environment string) error {
+	var fresh map[string]settings.Settings
+	if environment == "" {
+		all, err := c.store.All(ctx)
+		if err != nil {
+			return err
+		}
+		fresh = all
+	} else {
+		s, err := c.store.Current(ctx, environment)
+		if err != nil {
+			return err
+		}
+		fresh = map[string]settings.Settings{environment: s}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var changed []string
+	for env, s := range fresh {
+		if old, ok := c.settings[env]; !ok || old.Version != s.Version {
+			c.settings[env] = s
+			changed = append(changed, env)
+		}
+	}
+	return c.rebuildLocked(ctx, changed)
+}
+
+// RoutesChanged replaces the routes of every environment and rebuilds the
+// environments whose routes differ. Routes are kept normalized, so equal
+// inputs compare equal and publish nothing.
+func (c *ControlPlane) RoutesChanged(ctx context.Context, routes map[string][]model.Route) {
+	normalized := make(map[string][]model.Route, len(routes))
+	for env, rs := range routes {
+		m := model.Environment{Name: env, Routes: rs}
+		for _, r := range m.Normalize() {
+			c.log.Warn("route's path prefix is taken by another route; skipped",
+				"environment", env, "customautoscaler", r.Name, "pathPrefix", r.PathPrefix)
+		}
+		normalized[env] = m.Routes
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var changed []string
+	for env := range c.routes {
+		if _, ok := normalized[env]; !ok {
+			changed = append(changed, env)
+		}
+	}
+	for env, rs := range normalized {
+		if !routesEqual(c.routes[env], rs) {
+			changed = append(changed, env)
+		}
+	}
+	c.routes = normalized
+	if err := c.rebuildLocked(ctx, changed); err != nil {
+		c.log.Error("rebuilding after route change", "err", err)
+	}
+}
+
+// ensure builds a snapshot for an environment an Envoy asked for.
+func (c *ControlPlane) ensure(environment string) {
+	if err := settings.ValidEnvironment(environment); err != nil {
+		c.log.Warn("envoy asked for an invalid environment; it gets no configuration", "environment", environment)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.served[environment] {
+		return
+	}
+	if err := c.rebuildLocked(context.Background(), []string{environment}); err != nil {
+		c.log.Error("building configuration for a new environment", "environment", environment, "err", err)
+	}
+}
+
+// rebuildLocked translates and publishes the given environments; c.mu must
+// be held. A translation failure leaves that environment's last snapshot in
+// place, so Envoy keeps serving.
+func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string) error {
+	var errs []error
+	for _, env := range environments {
+		s, ok := c.settings[env]
+		if !ok {
+			s = settings.Defaults(env)
+		}
+		m := model.Environment{Name: env, Settings: s, Routes: c.routes[env]}
+		res, err := translate.Translate(m, c.opts)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("translating %q: %w", env, err))
+			continue
+		}
+		c.seq++
+		version := fmt.Sprintf("%d.%d", s.Version, c.seq)
+		if err := c.Server.SetSnapshot(ctx, env, version, res); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.served[env] = true
+		c.log.Info("published configuration", "environment", env, "version", version,
+			"policy", s.Policy, "routes", len(m.Routes))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("rebuilding: %v", errs)
+	}
+	return nil
+}
+
+func routesEqual(a, b []model.Route) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || a[i].PathPrefix != b[i].PathPrefix || len(a[i].Endpoints) != len(b[i].Endpoints) {
+			return false
+		}
+		for j := range a[i].Endpoints {
+			if a[i].Endpoints[j] != b[i].Endpoints[j] {
+				return false
+			}
+		}
+	}
+	return true
+}

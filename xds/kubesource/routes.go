@@ -1,0 +1,115 @@
+// Package kubesource watches CustomAutoscalers, Services and EndpointSlices
+// through controller-runtime's cache and turns them into the routes of each
+// environment.
+package kubesource
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/xds/model"
+)
+
+// Objects are the Kubernetes objects routes are built from.
+type Objects struct {
+	Autoscalers []v1alpha1.CustomAutoscaler
+	Services    []corev1.Service
+	Slices      []discoveryv1.EndpointSlice
+}
+
+// Problem is an autoscaler whose route could not be fully built.
+type Problem struct {
+	Autoscaler string
+	Message    string
+}
+
+// Routes returns the routes of every environment. An autoscaler whose
+// Service or port is missing still gets its route, with no endpoints, so
+// Envoy answers 503 for it rather than 404, and the problem is reported.
+func Routes(objs Objects) (map[string][]model.Route, []Problem) {
+	services := map[string]corev1.Service{}
+	for _, svc := range objs.Services {
+		services[svc.Namespace+"/"+svc.Name] = svc
+	}
+	slicesOf := map[string][]discoveryv1.EndpointSlice{}
+	for _, sl := range objs.Slices {
+		name := sl.Labels[discoveryv1.LabelServiceName]
+		key := sl.Namespace + "/" + name
+		slicesOf[key] = append(slicesOf[key], sl)
+	}
+
+	out := map[string][]model.Route{}
+	var problems []Problem
+	for _, ca := range objs.Autoscalers {
+		spec := ca.Spec.Route
+		if spec == nil || !ca.DeletionTimestamp.IsZero() {
+			continue
+		}
+		name := ca.Namespace + "/" + ca.Name
+		route := model.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []model.Endpoint{}}
+		key := ca.Namespace + "/" + spec.Service
+		svc, ok := services[key]
+		switch {
+		case !ok:
+			problems = append(problems, Problem{name, "service " + key + " not found"})
+		default:
+			portName, found := servicePortName(svc, spec.Port)
+			if !found {
+				problems = append(problems, Problem{name, "service " + key + " has no port " + itoa(spec.Port)})
+				break
+			}
+			route.Endpoints = readyEndpoints(slicesOf[key], portName)
+		}
+		env := spec.Environment
+		if env == "" {
+			env = "default"
+		}
+		out[env] = append(out[env], route)
+	}
+	return out, problems
+}
+
+func servicePortName(svc corev1.Service, port int32) (string, bool) {
+	for _, p := range svc.Spec.Ports {
+		if p.Port == port {
+			return p.Name, true
+		}
+	}
+	return "", false
+}
+
+// readyEndpoints lists the ready addresses of the slices on the port named
+// portName (EndpointSlices carry target ports by the Service port's name).
+func readyEndpoints(slices []discoveryv1.EndpointSlice, portName string) []model.Endpoint {
+	out := []model.Endpoint{}
+	seen := map[model.Endpoint]bool{}
+	for _, sl := range slices {
+		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue
+		}
+		var port int32
+		for _, p := range sl.Ports {
+			if p.Port != nil && (p.Name == nil && portName == "" || p.Name != nil && *p.Name == portName) {
+				port = *p.Port
+			}
+		}
+		if port == 0 {
+			continue
+		}
+		for _, ep := range sl.Endpoints {
+			// Ready unset means ready (the EndpointSlice API's convention).
+			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+				continue
+			}
+			for _, addr := range ep.Addresses {
+				e := model.Endpoint{Address: addr, Port: uint32(port)}
+				if !seen[e] {
+					seen[e] = true
+					out = append(out, e)
+				}
+			}
+		}
+	}
+	return out
+}

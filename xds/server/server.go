@@ -1,0 +1,283 @@
+// Package server serves Envoy resources over ADS with go-control-plane, one
+// snapshot per environment (Envoy's node cluster), and tracks which version
+// each connected Envoy has ACKed or NACKed.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/nemesis-ml/nemesis/xds/translate"
+)
+
+// Environment names the Envoy fleet of a node: its cluster, or "default".
+func Environment(node *corev3.Node) string {
+	if node == nil || node.GetCluster() == "" {
+		return "default"
+	}
+	return node.GetCluster()
+}
+
+type environmentHash struct{}
+
+func (environmentHash) ID(node *corev3.Node) string { return Environment(node) }
+
+// Nack is Envoy's rejection of a version.
+type Nack struct {
+	Version string    `json:"version"`
+	TypeURL string    `json:"type_url"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// EnvoyStatus is what one connected Envoy has applied.
+type EnvoyStatus struct {
+	Node        string    `json:"node"`
+	Environment string    `json:"environment"`
+	ConnectedAt time.Time `json:"connected_at"`
+	// AckedVersion is the version that every resource type this Envoy
+	// subscribed to has ACKed; empty while they differ.
+	AckedVersion string `json:"acked_version"`
+	LastNack     *Nack  `json:"last_nack,omitempty"`
+}
+
+type stream struct {
+	node        string
+	environment string
+	connectedAt time.Time
+	acked       map[string]string // type URL → version
+	sent        map[string]string // nonce → version
+	lastNack    *Nack
+}
+
+func (s *stream) status() EnvoyStatus {
+	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack}
+	for _, v := range s.acked {
+		if st.AckedVersion != "" && st.AckedVersion != v {
+			st.AckedVersion = ""
+			break
+		}
+		st.AckedVersion = v
+	}
+	return st
+}
+
+// Server is the ADS server.
+type Server struct {
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	// newEnvironment is called when an Envoy of an environment without a
+	// snapshot connects, so one can be built for it.
+	newEnvironment func(environment string)
+
+	mu      sync.Mutex
+	streams map[int64]*stream
+	changed chan struct{} // closed and replaced on every ACK, NACK or disconnect
+}
+
+// New returns a server; newEnvironment is called (without locks held) for
+// each environment that an Envoy asks for before it has a snapshot.
+func New(log *slog.Logger, newEnvironment func(environment string)) *Server {
+	return &Server{
+		log:            log,
+		cache:          cachev3.NewSnapshotCache(true, environmentHash{}, nil),
+		newEnvironment: newEnvironment,
+		streams:        map[int64]*stream{},
+		changed:        make(chan struct{}),
+	}
+}
+
+// SetSnapshot replaces an environment's resources; every Envoy of it
+// receives them.
+func (s *Server) SetSnapshot(ctx context.Context, environment, version string, res translate.Resources) error {
+	snap, err := cachev3.NewSnapshot(version, res)
+	if err != nil {
+		return fmt.Errorf("building snapshot %s of %q: %w", version, environment, err)
+	}
+	if err := snap.Consistent(); err != nil {
+		return fmt.Errorf("snapshot %s of %q is inconsistent: %w", version, environment, err)
+	}
+	if err := s.cache.SetSnapshot(ctx, environment, snap); err != nil {
+		return fmt.Errorf("setting snapshot %s of %q: %w", version, environment, err)
+	}
+	return nil
+}
+
+// HasSnapshot reports whether the environment has resources.
+func (s *Server) HasSnapshot(environment string) bool {
+	_, err := s.cache.GetSnapshot(environment)
+	return err == nil
+}
+
+// Status lists the connected Envoys, by environment and node.
+func (s *Server) Status() []EnvoyStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]EnvoyStatus, 0, len(s.streams))
+	for _, st := range s.streams {
+		out = append(out, st.status())
+	}
+	slices.SortFunc(out, func(a, b EnvoyStatus) int {
+		return strings.Compare(a.Environment+"/"+a.Node, b.Environment+"/"+b.Node)
+	})
+	return out
+}
+
+// NackError says that an Envoy rejected a version.
+type NackError struct {
+	Node string
+	Nack Nack
+}
+
+func (e *NackError) Error() string {
+	return fmt.Sprintf("envoy %s rejected version %s: %s", e.Node, e.Nack.Version, e.Nack.Message)
+}
+
+// WaitAcked waits until every Envoy of the environment connected at the time
+// has ACKed a version that reached(version) accepts, and returns their status.
+// It fails with *NackError when one of them rejects such a version.
+func (s *Server) WaitAcked(ctx context.Context, environment string, reached func(version string) bool) ([]EnvoyStatus, error) {
+	for {
+		s.mu.Lock()
+		var pending, done []EnvoyStatus
+		for _, st := range s.streams {
+			if st.environment != environment {
+				continue
+			}
+			if st.lastNack != nil && reached(st.lastNack.Version) {
+				s.mu.Unlock()
+				return nil, &NackError{Node: st.node, Nack: *st.lastNack}
+			}
+			status := st.status()
+			if status.AckedVersion != "" && reached(status.AckedVersion) {
+				done = append(done, status)
+			} else {
+				pending = append(pending, status)
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		if len(pending) == 0 {
+			return done, nil
+		}
+		select {
+		case <-ctx.Done():
+			return pending, fmt.Errorf("waiting for %d envoys of %q: %w", len(pending), environment, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// notifyLocked wakes the waiters; s.mu must be held.
+func (s *Server) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Serve runs the gRPC ADS server on l until ctx ends.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	xds := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
+		StreamOpenFunc:     s.onStreamOpen,
+		StreamClosedFunc:   s.onStreamClosed,
+		StreamRequestFunc:  s.onStreamRequest,
+		StreamResponseFunc: s.onStreamResponse,
+	})
+	grpcServer := grpc.NewServer(
+		// Envoy pings every 10 s (envoy/bootstrap.yaml); allow it.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcServer, xds)
+	errc := make(chan error, 1)
+	go func() { errc <- grpcServer.Serve(l) }()
+	s.log.Info("xds server listening", "addr", l.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving xds: %w", err)
+	case <-ctx.Done():
+	}
+	// Envoy keeps its last configuration and reconnects: no need to drain.
+	grpcServer.Stop()
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serving xds: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) onStreamOpen(_ context.Context, id int64, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[id] = &stream{connectedAt: time.Now(), acked: map[string]string{}, sent: map[string]string{}}
+	return nil
+}
+
+func (s *Server) onStreamClosed(id int64, _ *corev3.Node) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[id]; st != nil && st.node != "" {
+		s.log.Info("envoy disconnected", "node", st.node, "environment", st.environment)
+	}
+	delete(s.streams, id)
+	s.notifyLocked()
+}
+
+func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	s.mu.Lock()
+	st := s.streams[id]
+	if st == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("request on unknown stream %d", id)
+	}
+	first := st.node == "" && req.GetNode() != nil
+	if first {
+		// Envoy sends its node on the first request only.
+		st.node, st.environment = req.GetNode().GetId(), Environment(req.GetNode())
+		s.log.Info("envoy connected", "node", st.node, "environment", st.environment)
+	}
+	switch {
+	case req.GetErrorDetail() != nil:
+		st.lastNack = &Nack{
+			Version: st.sent[req.GetResponseNonce()],
+			TypeURL: req.GetTypeUrl(),
+			Message: req.GetErrorDetail().GetMessage(),
+			At:      time.Now(),
+		}
+		s.log.Warn("envoy rejected configuration", "node", st.node, "environment", st.environment,
+			"version", st.lastNack.Version, "type", req.GetTypeUrl(), "err", st.lastNack.Message)
+	default:
+		// An ACK, or a subscription carrying the version Envoy already has
+		// ("" when it has none): either way, what this type now runs.
+		st.acked[req.GetTypeUrl()] = req.GetVersionInfo()
+	}
+	delete(st.sent, req.GetResponseNonce())
+	environment := st.environment
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	if first && !s.HasSnapshot(environment) {
+		s.newEnvironment(environment)
+	}
+	return nil
+}
+
+func (s *Server) onStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[id]; st != nil {
+		st.sent[resp.GetNonce()] = resp.GetVersionInfo()
+	}
+}

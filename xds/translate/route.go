@@ -1,0 +1,33 @@
+package translate
+
+import (
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/nemesis-ml/nemesis/xds/model"
+)
+
+func buildRouteConfig(env model.Environment) *routev3.RouteConfiguration {
+	timeout := durationpb.New(time.Duration(env.Settings.TimeoutSeconds) * time.Second)
+	routes := make([]*routev3.Route, 0, len(env.Routes))
+	for _, r := range env.Routes {
+		routes = append(routes, &routev3.Route{
+			Name:  r.Name,
+			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: r.PathPrefix}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+				ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: r.Name},
+				Timeout:          timeout,
+			}},
+		})
+	}
+	return &routev3.RouteConfiguration{
+		Name: RouteConfigName,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "models",
+			Domains: []string{"*"},
+			Routes:  routes,
+		}},
+	}
+}

@@ -1,0 +1,49 @@
+// Package translate turns one environment's model into Envoy resources. It is
+// pure: no I/O, the same input gives the same output.
+package translate
+
+import (
+	"fmt"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/nemesis-ml/nemesis/xds/model"
+)
+
+// Names of the resources every environment has.
+const (
+	ListenerName    = "ingress"
+	RouteConfigName = "ingress"
+)
+
+// Options are the parts of the configuration that come from how Nemesis is
+// deployed rather than from the environment.
+type Options struct {
+	// ListenerAddress and ListenerPort are where Envoy takes client traffic.
+	ListenerAddress string `json:"listenerAddress"`
+	ListenerPort    uint32 `json:"listenerPort"`
+}
+
+// Resources are an environment's Envoy resources by type URL.
+type Resources map[resource.Type][]types.Resource
+
+// Translate returns the listener, route configuration, clusters and
+// endpoints of env, which must be normalized.
+func Translate(env model.Environment, opts Options) (Resources, error) {
+	listener, err := buildListener(opts)
+	if err != nil {
+		return nil, fmt.Errorf("building listener: %w", err)
+	}
+	out := Resources{
+		resource.ListenerType: {listener},
+		resource.RouteType:    {buildRouteConfig(env)},
+		resource.ClusterType:  {},
+		resource.EndpointType: {},
+	}
+	for _, r := range env.Routes {
+		out[resource.ClusterType] = append(out[resource.ClusterType], buildCluster(r.Name, env.Settings))
+		out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(r))
+	}
+	return out, nil
+}
