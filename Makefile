@@ -21,10 +21,12 @@ tools:
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis ./cmd/nemesis
 
-## generate: regenerate deepcopy code and the CRD in manifests/crd.
+## generate: regenerate deepcopy code, the CRD, RBAC and the Envoy bootstrap ConfigMap in manifests/.
 generate: tools
 	$(CONTROLLER_GEN) object paths=./controller/api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true,maxDescLen=512 paths=./controller/api/... output:crd:artifacts:config=manifests/crd
+	$(CONTROLLER_GEN) rbac:roleName=nemesis paths=./xds/... paths=./controller/... output:rbac:artifacts:config=manifests/rbac
+	bash hack/envoy-configmap.sh
 
 ## check-generated: fail when generated files differ from what make generate writes.
 check-generated: generate
