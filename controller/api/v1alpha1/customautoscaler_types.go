@@ -204,7 +204,7 @@ type Decision struct {
 // Recommendation is the replica count the rules asked for from Time on.
 type Recommendation struct {
 	Time     metav1.MicroTime `json:"time"`
-	Replicas int32       `json:"replicas"`
+	Replicas int32            `json:"replicas"`
 }
 
 // CustomAutoscalerStatus is what the controller observed and did.
