@@ -21,10 +21,11 @@ tools:
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis ./cmd/nemesis
 
-## generate: regenerate deepcopy code and the CRD in manifests/crd.
+## generate: regenerate deepcopy code, the CRD in manifests/crd and the controller's RBAC in manifests/rbac.
 generate: tools
 	$(CONTROLLER_GEN) object paths=./controller/api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true,maxDescLen=512 paths=./controller/api/... output:crd:artifacts:config=manifests/crd
+	$(CONTROLLER_GEN) rbac:roleName=nemesis-controller paths=./controller/... output:rbac:artifacts:config=manifests/rbac
 
 ## check-generated: fail when generated files differ from what make generate writes.
 check-generated: generate

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nemesis-ml/nemesis/internal/local"
 )
@@ -77,6 +78,10 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 
 	serve := serveCmd{
 		databaseFlags: databaseFlags{DatabaseURL: pg.URL("nemesis")},
+		autoscalingFlags: autoscalingFlags{
+			RedisURL: rdb.URL(), MetricsRetention: time.Hour, Controller: true,
+			Kubeconfig: kubeconfigPath, LeaderElectionNamespace: "default",
+		},
 		Listen:        c.Listen,
 		ShutdownGrace: defaultShutdownGrace,
 	}

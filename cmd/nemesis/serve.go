@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
 )
@@ -18,6 +20,7 @@ const defaultShutdownGrace = 20 * time.Second
 
 type serveCmd struct {
 	databaseFlags
+	autoscalingFlags
 	Listen        string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	ShutdownGrace time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
@@ -30,8 +33,16 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	defer pool.Close()
 
 	reg := httpserver.NewRegistry()
-	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
+	autoscaling, err := controller.New(c.autoscalingFlags.config(), reg, log)
+	if err != nil {
+		return err
+	}
+	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping}, autoscaling.Check())
+	mux.Handle("POST /metrics", autoscaling.Ingest)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return autoscaling.Run(ctx) })
+	g.Go(func() error { return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace) })
+	return g.Wait()
 }
 
 // connectAndMigrate retries until PostgreSQL answers and the schema is

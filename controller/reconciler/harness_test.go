@@ -173,16 +173,18 @@ func (h *harness) push(cpu, rate float64) {
 	}
 }
 
-// pushing pushes every 100 ms until the returned stop is called.
+// pushing pushes for the pods of the harness at the time of the call, every
+// 100 ms, until the returned stop is called.
 func (h *harness) pushing(cpu, rate float64) (stop func()) {
+	pods := h.pods
 	ctx, cancel := context.WithCancel(h.t.Context())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
 			now := time.Now()
-			samples := make([]podmetric.Sample, len(h.pods))
-			for i, id := range h.pods {
+			samples := make([]podmetric.Sample, len(pods))
+			for i, id := range pods {
 				samples[i] = podmetric.Sample{ID: id, CPUUsage: cpu, RequestRate: rate, ReceivedAt: now}
 			}
 			_ = h.store.Append(ctx, samples) // fails while a test has Redis stopped
@@ -281,4 +283,15 @@ func counts(history []change) []int32 {
 		out[i] = c.replicas
 	}
 	return out
+}
+
+// waitObserved waits until a controller has reconciled the autoscaler, so
+// that a single sample pushed next is not older than the rules' one-second
+// window by the time the controller holds the leader lease.
+func (h *harness) waitObserved() {
+	h.t.Helper()
+	h.eventually(30*time.Second, "the controller reconciles the autoscaler", func() bool {
+		ca := h.get()
+		return ca.Status.ObservedGeneration == ca.Generation
+	})
 }

@@ -31,7 +31,7 @@ import (
 // LeaderElectionID names the Lease that elects the replica that scales.
 const LeaderElectionID = "nemesis-controller.autoscaler-group.autoscaler"
 
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=nemesis-system
 
 // Options configure the controller's manager.
 type Options struct {

@@ -31,7 +31,7 @@ import (
 // from Redis.
 const Finalizer = "autoscaler-group.autoscaler/mirrored-rules"
 
-// +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers,verbs=list;watch;update
 // +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers/status,verbs=update
 // +kubebuilder:rbac:groups=*,resources=*/scale,verbs=get;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
@@ -105,6 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	status.LastDecision = &v1alpha1.Decision{
 		Time: metav1.NewTime(now), Rule: d.Rule, Action: d.Action, Values: d.Values,
 		FromReplicas: d.From, ToReplicas: d.To, Reason: d.Reason, DryRun: ca.Spec.DryRun,
+		TargetResourceVersion: obs.scale.ResourceVersion,
 	}
 	if d.To == d.From {
 		return r.writeStatus(ctx, ca, status, result)
@@ -117,8 +118,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !ca.Spec.DryRun {
 		status.LastScaleTime = &metav1.MicroTime{Time: now}
 	}
-	if res, err := r.writeStatus(ctx, ca, status, result); err != nil {
-		return res, err
+	if err := r.updateStatus(ctx, ca, status); err != nil {
+		// Not scaling without the record: a stale cache or another writer
+		// would otherwise let the same samples make a second step.
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, err
 	}
 	if ca.Spec.DryRun {
 		r.recorder.Eventf(ca, nil, corev1.EventTypeNormal, "DryRun", "Scale", "would scale %d → %d: %s", d.From, d.To, d.Reason)
@@ -227,12 +233,13 @@ func (r *Reconciler) aggregate(ca *v1alpha1.CustomAutoscaler, status *v1alpha1.C
 }
 
 // completeInterrupted finishes a scale that the status records but the
-// target does not show: the controller stopped between writing its decision
-// and scaling.
+// target never saw: the controller stopped between writing its decision and
+// scaling. A target changed since the decision (by this controller or
+// anyone) is left alone; the rules decide again on fresh samples.
 func (r *Reconciler) completeInterrupted(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale) (ctrl.Result, bool, error) {
 	last := status.LastDecision
 	if ca.Spec.DryRun || last == nil || last.DryRun || last.FromReplicas == last.ToReplicas ||
-		scale.Spec.Replicas != last.FromReplicas || status.DesiredReplicas != last.ToReplicas {
+		last.TargetResourceVersion == "" || last.TargetResourceVersion != scale.ResourceVersion {
 		return ctrl.Result{}, false, nil
 	}
 	if err := updateScale(ctx, r.client, ca, scale, last.ToReplicas); err != nil {
@@ -268,14 +275,21 @@ func (r *Reconciler) writeStatus(ctx context.Context, ca *v1alpha1.CustomAutosca
 	if equality.Semantic.DeepEqual(&ca.Status, status) {
 		return result, nil
 	}
-	ca.Status = *status
-	if err := r.client.Status().Update(ctx, ca); err != nil {
+	if err := r.updateStatus(ctx, ca, status); err != nil {
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{Requeue: true}, nil
 		}
-		return ctrl.Result{}, fmt.Errorf("updating status: %w", err)
+		return ctrl.Result{}, err
 	}
 	return result, nil
+}
+
+func (r *Reconciler) updateStatus(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus) error {
+	ca.Status = *status
+	if err := r.client.Status().Update(ctx, ca); err != nil {
+		return fmt.Errorf("updating status: %w", err)
+	}
+	return nil
 }
 
 func (r *Reconciler) finalize(ctx context.Context, ca *v1alpha1.CustomAutoscaler) error {

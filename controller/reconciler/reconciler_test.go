@@ -2,9 +2,12 @@ package reconciler_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,7 +43,10 @@ func TestScalesUpStepByStepToMaxThenDownNoFasterThanTheWindow(t *testing.T) {
 
 	stop = h.pushing(100, 5)
 	defer stop()
-	h.eventually(30*time.Second, "replicas come down to minReplicas 1", func() bool { return h.replicas() == 1 })
+	h.eventually(30*time.Second, "replicas come down to minReplicas 1", func() bool {
+		seen := history()
+		return seen[len(seen)-1].replicas == 1
+	})
 	down := history()[3:]
 	if got := counts(down); !slices.Equal(got, []int32{4, 3, 2, 1}) {
 		t.Fatalf("replicas went %v on the way down, want 4 3 2 1", got)
@@ -90,14 +96,20 @@ func TestScalesToZeroOnlyAfterTheIdlePeriod(t *testing.T) {
 	began := time.Now()
 	stop := h.pushing(300, 0)
 	defer stop()
-	h.eventually(20*time.Second, "idle target scales to zero", func() bool { return h.replicas() == 0 })
-	last := history()[len(history())-1]
+	var last change
+	h.eventually(20*time.Second, "idle target scales to zero", func() bool {
+		seen := history()
+		last = seen[len(seen)-1]
+		return last.replicas == 0
+	})
 	if idleFor := last.at.Sub(began); idleFor < 3*time.Second {
 		t.Fatalf("scaled to zero after %s idle, before the 3s idle period", idleFor)
 	}
-	d := h.get().Status.LastDecision
-	if d == nil || d.Action != "DECREASE_INSTANCES_TO_ZERO" || d.Rule != "idle" || d.ToReplicas != 0 {
-		t.Fatalf("lastDecision = %+v", d)
+	h.eventually(10*time.Second, "a Scaled event for the idle rule", func() bool {
+		return h.hasEvent("Scaled", "DECREASE_INSTANCES_TO_ZERO 1 → 0: rule idle")
+	})
+	if c := h.condition("Ready"); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("at zero Ready = %+v, want true: resting at zero is healthy", c)
 	}
 }
 
@@ -139,6 +151,7 @@ func TestRedisDownHoldsReplicasAndScalingResumesWhenItIsBack(t *testing.T) {
 	h := newHarness(t, 1, 2)
 	h.autoscaler(1, 5, 0, 60, cpuHigh, cpuLow)
 	h.start()
+	h.waitObserved()
 	h.push(900, 5)
 	h.eventually(10*time.Second, "first step up", func() bool { return h.replicas() == 2 })
 
@@ -169,6 +182,7 @@ func TestControllerRestartMakesNoDuplicateOrLostStep(t *testing.T) {
 	h.autoscaler(1, 6, 0, 60, cpuHigh, cpuLow)
 	history := h.track()
 	stop := h.start()
+	h.waitObserved()
 	h.push(900, 5)
 	h.eventually(10*time.Second, "first step up", func() bool { return h.replicas() == 2 })
 	stop()
@@ -182,10 +196,14 @@ func TestControllerRestartMakesNoDuplicateOrLostStep(t *testing.T) {
 
 	// A controller died after recording 3 → 4 and before scaling: the next
 	// one completes that step, once.
+	scale := &autoscalingv1.Scale{}
+	if err := h.c.SubResource("scale").Get(t.Context(), &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "model"}}, scale); err != nil {
+		t.Fatal(err)
+	}
 	ca := h.get()
 	ca.Status.LastDecision = &v1alpha1.Decision{
 		Time: metav1.Now(), Rule: "cpu-high", Action: "INCREASE_INSTANCES",
-		FromReplicas: 3, ToReplicas: 4, Reason: "interrupted",
+		FromReplicas: 3, ToReplicas: 4, Reason: "interrupted", TargetResourceVersion: scale.ResourceVersion,
 	}
 	ca.Status.DesiredReplicas = 4
 	ca.Status.LastScaleTime = &metav1.MicroTime{Time: time.Now()}
@@ -208,6 +226,7 @@ func TestDryRunRecordsDecisionsWithoutScaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.start()
+	h.waitObserved()
 	h.push(900, 5)
 	h.eventually(10*time.Second, "a dry-run decision is recorded", func() bool {
 		d := h.get().Status.LastDecision
@@ -217,7 +236,7 @@ func TestDryRunRecordsDecisionsWithoutScaling(t *testing.T) {
 	if c := h.condition("AbleToScale"); c == nil || c.Reason != "DryRun" {
 		t.Errorf("AbleToScale = %+v", c)
 	}
-	h.eventually(10*time.Second, "a DryRun event", func() bool { return h.hasEvent("DryRun") })
+	h.eventually(10*time.Second, "a DryRun event", func() bool { return h.hasEvent("DryRun", "would scale 1 → 2") })
 }
 
 func TestRulesAreMirroredToRedisAndDeletedWithTheObject(t *testing.T) {
@@ -259,13 +278,13 @@ func TestMissingTargetIsReportedNotFatal(t *testing.T) {
 	})
 }
 
-func (h *harness) hasEvent(reason string) bool {
+func (h *harness) hasEvent(reason, note string) bool {
 	events := &corev1.EventList{}
 	if err := h.c.List(h.t.Context(), events); err != nil {
 		h.t.Fatal(err)
 	}
 	for _, e := range events.Items {
-		if e.Namespace == h.ns && e.Reason == reason {
+		if e.Namespace == h.ns && e.Reason == reason && strings.Contains(e.Message, note) {
 			return true
 		}
 	}

@@ -33,7 +33,7 @@ type Input struct {
 	// Recommendations and IdleSince are the previous evaluation's, from the
 	// status.
 	Recommendations []v1alpha1.Recommendation
-	IdleSince       *metav1.Time
+	IdleSince       *metav1.MicroTime
 }
 
 // Decision is the outcome of one evaluation.
@@ -48,7 +48,7 @@ type Decision struct {
 	Reason   string
 	// Recommendations and IdleSince go back into the status.
 	Recommendations []v1alpha1.Recommendation
-	IdleSince       *metav1.Time
+	IdleSince       *metav1.MicroTime
 	// RecheckAfter, when positive, is when a stabilization window or the
 	// idle period ends and the decision may change without a new sample.
 	RecheckAfter time.Duration
@@ -87,7 +87,7 @@ func Evaluate(in Input) Decision {
 	if f := fired[v1alpha1.ActionDecreaseInstancesToZero]; f != nil && in.Current > 0 {
 		d.IdleSince = in.IdleSince
 		if d.IdleSince == nil {
-			d.IdleSince = &metav1.Time{Time: in.Now}
+			d.IdleSince = &metav1.MicroTime{Time: in.Now}
 		}
 	}
 

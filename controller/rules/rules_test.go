@@ -164,21 +164,21 @@ func TestEvaluate(t *testing.T) {
 		"idle for the whole idle period scales to zero": {
 			mutate: func(in *Input) {
 				in.Aggregates = every(3, 3, 300, 0, 100)
-				in.IdleSince = &metav1.Time{Time: t0.Add(-121 * time.Second)}
+				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-121 * time.Second)}
 			},
 			action: "DECREASE_INSTANCES_TO_ZERO", rule: "idle", to: 0,
 		},
 		"missing samples hold and forget the idle period": {
 			mutate: func(in *Input) {
 				in.Aggregates = every(3, 0, 0, 0, 0)
-				in.IdleSince = &metav1.Time{Time: t0.Add(-time.Hour)}
+				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-time.Hour)}
 			},
 			action: ActionHold, to: 3, reason: "no samples from ready pods",
 		},
 		"a quiet pod stops scale to zero": {
 			mutate: func(in *Input) {
 				in.Aggregates = every(3, 2, 300, 0, 100)
-				in.IdleSince = &metav1.Time{Time: t0.Add(-time.Hour)}
+				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-time.Hour)}
 			},
 			action: ActionHold, to: 3,
 		},

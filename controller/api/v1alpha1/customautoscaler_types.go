@@ -199,6 +199,11 @@ type Decision struct {
 	Reason       string             `json:"reason"`
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
+	// TargetResourceVersion is the target's scale resourceVersion the
+	// decision was made on: a controller that finds it unchanged knows the
+	// decision was never applied and applies it.
+	// +optional
+	TargetResourceVersion string `json:"targetResourceVersion,omitempty"`
 }
 
 // Recommendation is the replica count the rules asked for from Time on.
@@ -230,7 +235,7 @@ type CustomAutoscalerStatus struct {
 	// IdleSince is when a DECREASE_INSTANCES_TO_ZERO rule started to hold,
 	// with fresh samples from every ready pod, without a break.
 	// +optional
-	IdleSince *metav1.Time `json:"idleSince,omitempty"`
+	IdleSince *metav1.MicroTime `json:"idleSince,omitempty"`
 	// Recommendations are the replica counts the rules asked for recently,
 	// each from its time on, kept here so that the stabilization windows
 	// survive a controller restart.
