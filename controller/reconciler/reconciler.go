@@ -31,6 +31,10 @@ import (
 // from Redis.
 const Finalizer = "autoscaler-group.autoscaler/mirrored-rules"
 
+// conflictRetry is how soon a reconcile that lost a write race (usually to
+// its own cache lagging behind its last write) runs again.
+const conflictRetry = 50 * time.Millisecond
+
 // +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers,verbs=list;watch;update
 // +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers/status,verbs=update
 // +kubebuilder:rbac:groups=*,resources=*/scale,verbs=get;update
@@ -122,7 +126,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// Not scaling without the record: a stale cache or another writer
 		// would otherwise let the same samples make a second step.
 		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}
@@ -256,7 +260,7 @@ func (r *Reconciler) completeInterrupted(ctx context.Context, ca *v1alpha1.Custo
 func (r *Reconciler) scaleFailed(ctx context.Context, ca *v1alpha1.CustomAutoscaler, err error) (ctrl.Result, error) {
 	logf.FromContext(ctx).Error(err, "scaling failed")
 	if apierrors.IsConflict(err) {
-		return ctrl.Result{Requeue: true}, nil
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 	r.recorder.Eventf(ca, nil, corev1.EventTypeWarning, "FailedScale", "Scale", "%v", err)
 	fresh := &v1alpha1.CustomAutoscaler{}
@@ -277,7 +281,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, ca *v1alpha1.CustomAutosca
 	}
 	if err := r.updateStatus(ctx, ca, status); err != nil {
 		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}

@@ -241,14 +241,14 @@ func TestDryRunRecordsDecisionsWithoutScaling(t *testing.T) {
 
 func TestRulesAreMirroredToRedisAndDeletedWithTheObject(t *testing.T) {
 	h := newHarness(t, 1, 1)
-	ca := h.autoscaler(1, 4, 0, 0, cpuHigh, cpuLow)
+	h.autoscaler(1, 4, 0, 0, cpuHigh, cpuLow)
 	h.start()
 	rdb := h.redisClient()
 	key := store.RuleKey(h.ns, "model", "cpu-high")
 	h.eventually(10*time.Second, "rules mirrored", func() bool {
 		return rdb.Exists(t.Context(), key, store.RuleKey(h.ns, "model", "cpu-low")).Val() == 2
 	})
-	ca = h.get()
+	ca := h.get()
 	ca.Spec.Rules = ca.Spec.Rules[:1]
 	if err := h.c.Update(t.Context(), ca); err != nil {
 		t.Fatal(err)
