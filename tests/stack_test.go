@@ -60,6 +60,7 @@ type stack struct {
 	env         string
 	namespace   string
 	pg          *local.Postgres
+	redis       *local.Redis
 	dbURL       string
 	kubeconfig  string
 	kube        client.Client
@@ -75,6 +76,7 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t))}
 	s.pg, s.dbURL = testenv.Database(t)
+	s.redis = testenv.Redis(t)
 	s.kubeconfig = testenv.KubeConfigFile(t)
 	s.kube = kubeClient(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
@@ -111,6 +113,7 @@ func (s *stack) startServe() {
 	s.t.Helper()
 	cmd := exec.Command(nemesisBin, "serve",
 		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig, "--token", token,
+		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug")
 	s.serve = testenv.Process(s.t, "nemesis-serve", cmd)

@@ -85,8 +85,12 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		}
 	}
 	serve := serveCmd{
-		databaseFlags:        databaseFlags{DatabaseURL: pg.URL("nemesis")},
-		kubeFlags:            kubeFlags{Kubeconfig: kubeconfigPath},
+		databaseFlags: databaseFlags{DatabaseURL: pg.URL("nemesis")},
+		kubeFlags:     kubeFlags{Kubeconfig: kubeconfigPath},
+		autoscalingFlags: autoscalingFlags{
+			RedisURL: rdb.URL(), MetricsToken: token, MetricsRetention: time.Hour, Controller: true,
+			LeaderElectionNamespace: "default",
+		},
 		Listen:               c.Listen,
 		XDSListen:            c.XDSListen,
 		EnvoyListenerAddress: "127.0.0.1",

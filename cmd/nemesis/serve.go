@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
@@ -28,6 +30,7 @@ const defaultShutdownGrace = 20 * time.Second
 type serveCmd struct {
 	databaseFlags
 	kubeFlags
+	autoscalingFlags
 	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
@@ -67,8 +70,18 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	reg := httpserver.NewRegistry()
+	autoscaling, err := controller.New(c.autoscalingFlags.config(kubeCfg), reg, log)
+	if err != nil {
+		return err
+	}
+	// Readiness follows PostgreSQL only: with Redis down the settings API
+	// and xDS still work, and POST /metrics answers 503 until it is back.
 	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	api.New(log.With("component", "api"), store, cp).Register(mux)
+	mux.Handle("POST /metrics", autoscaling.Ingest) // checks its own --metrics-token
+	settingsAPI := http.NewServeMux()
+	api.New(log.With("component", "api"), store, cp).Register(settingsAPI)
+	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
+	mux.Handle("GET /openapi.json", settingsAPI)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -78,9 +91,10 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error { return routes.Run(ctx) })
+	g.Go(func() error { return autoscaling.Run(ctx) })
 	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener) })
 	g.Go(func() error {
-		return httpserver.Serve(ctx, log, c.Listen, httpjson.RequireToken(c.Token, mux), c.ShutdownGrace)
+		return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
 	})
 	return g.Wait()
 }

@@ -114,12 +114,13 @@ type ScalingRule struct {
 type ScalingPolicy struct {
 	// StabilizationWindowSeconds: a change in this direction is made only
 	// when every decision over this window asked for it, and then by the
-	// smallest step any of them asked for.
+	// smallest step any of them asked for. Defaults: 0 for scaleUp, 300 for
+	// scaleDown.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=3600
 	// +optional
 	StabilizationWindowSeconds *int32 `json:"stabilizationWindowSeconds,omitempty"`
-	// MaxStep is the most replicas added or removed by one decision.
+	// MaxStep is how many replicas one decision adds or removes. Default 1.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxStep *int32 `json:"maxStep,omitempty"`
@@ -198,6 +199,17 @@ type Decision struct {
 	Reason       string             `json:"reason"`
 	// +optional
 	DryRun bool `json:"dryRun,omitempty"`
+	// TargetResourceVersion is the target's scale resourceVersion the
+	// decision was made on: a controller that finds it unchanged knows the
+	// decision was never applied and applies it.
+	// +optional
+	TargetResourceVersion string `json:"targetResourceVersion,omitempty"`
+}
+
+// Recommendation is the replica count the rules asked for from Time on.
+type Recommendation struct {
+	Time     metav1.MicroTime `json:"time"`
+	Replicas int32            `json:"replicas"`
 }
 
 // CustomAutoscalerStatus is what the controller observed and did.
@@ -210,10 +222,27 @@ type CustomAutoscalerStatus struct {
 	// DesiredReplicas is the count the last decision asked for.
 	// +optional
 	DesiredReplicas int32 `json:"desiredReplicas"`
+	// LastScaleTime is when the controller last changed the target's
+	// replicas; only samples taken after it count towards the next change.
 	// +optional
-	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+	LastScaleTime *metav1.MicroTime `json:"lastScaleTime,omitempty"`
 	// +optional
 	LastDecision *Decision `json:"lastDecision,omitempty"`
+	// Selector is the label selector of the target's pods, from its scale
+	// subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// IdleSince is when a DECREASE_INSTANCES_TO_ZERO rule started to hold,
+	// with fresh samples from every ready pod, without a break.
+	// +optional
+	IdleSince *metav1.MicroTime `json:"idleSince,omitempty"`
+	// Recommendations are the replica counts the rules asked for recently,
+	// each from its time on, kept here so that the stabilization windows
+	// survive a controller restart.
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Recommendations []Recommendation `json:"recommendations,omitempty"`
 	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable.
 	// +listType=map
 	// +listMapKey=type

@@ -1,0 +1,229 @@
+// Package ingest serves POST /metrics: it validates the samples that the
+// sidecars push and stores them, all or none, in one Redis pipeline.
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/nemesis-ml/nemesis/controller/podmetric"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 1 << 20
+
+// DefaultSkew is how far in the future a sample's receivedAt may be, for
+// sidecars whose clocks run a little ahead.
+const DefaultSkew = 5 * time.Second
+
+// Appender stores a validated batch.
+type Appender interface {
+	Append(ctx context.Context, samples []podmetric.Sample) error
+}
+
+// Options configure the handler.
+type Options struct {
+	// Token, when set, must come as "Authorization: Bearer <token>".
+	Token string
+	// Skew is how far ahead of the server's clock receivedAt may be;
+	// DefaultSkew when zero.
+	Skew time.Duration
+	// Registerer receives the handler's metrics; none when nil.
+	Registerer prometheus.Registerer
+	Log        *slog.Logger
+}
+
+// Handler serves POST /metrics.
+type Handler struct {
+	store    Appender
+	token    []byte
+	skew     time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+	samples  prometheus.Counter
+	requests *prometheus.CounterVec
+}
+
+// New returns the handler.
+func New(store Appender, opts Options) *Handler {
+	h := &Handler{
+		store: store, token: []byte(opts.Token), skew: opts.Skew, log: opts.Log, now: time.Now,
+		samples: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nemesis_ingest_samples_total", Help: "Pod samples stored by POST /metrics.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nemesis_ingest_requests_total", Help: "POST /metrics requests by response code.",
+		}, []string{"code"}),
+	}
+	if h.skew == 0 {
+		h.skew = DefaultSkew
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(h.samples, h.requests)
+	}
+	return h
+}
+
+// fieldError is a 400 that names the offending field, e.g. "[3].cpuUsage".
+type fieldError struct {
+	Field   string `json:"field,omitempty"`
+	Message string `json:"error"`
+}
+
+func (e *fieldError) Error() string { return e.Field + ": " + e.Message }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	code, body := h.serve(r)
+	h.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	switch code {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="nemesis"`)
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func (h *Handler) serve(r *http.Request) (int, any) {
+	if len(h.token) > 0 && !h.authorized(r.Header.Get("Authorization")) {
+		return http.StatusUnauthorized, fieldError{Message: "missing or wrong bearer token"}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return http.StatusRequestEntityTooLarge, fieldError{Message: fmt.Sprintf("body larger than %d bytes", MaxBody)}
+		}
+		return http.StatusBadRequest, fieldError{Message: "reading body: " + err.Error()}
+	}
+	samples, err := h.decode(raw)
+	if err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return http.StatusBadRequest, fe
+		}
+		return http.StatusBadRequest, fieldError{Message: err.Error()}
+	}
+	if err := h.store.Append(r.Context(), samples); err != nil {
+		h.log.Error("storing samples", "samples", len(samples), "err", err)
+		return http.StatusServiceUnavailable, fieldError{Message: "samples not stored: " + err.Error()}
+	}
+	h.samples.Add(float64(len(samples)))
+	return http.StatusOK, map[string]int{"stored": len(samples)}
+}
+
+func (h *Handler) authorized(header string) bool {
+	token, ok := strings.CutPrefix(header, "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(token), h.token) == 1
+}
+
+// decode parses one sample or an array of them and validates each; the
+// first invalid one fails the whole batch.
+func (h *Handler) decode(raw []byte) ([]podmetric.Sample, error) {
+	raw = bytes.TrimSpace(raw)
+	now := h.now()
+	if len(raw) > 0 && raw[0] == '[' {
+		var items []json.RawMessage
+		if err := json.Unmarshal(raw, &items); err != nil {
+			return nil, fmt.Errorf("body is not a JSON array of samples: %w", err)
+		}
+		if len(items) == 0 {
+			return nil, &fieldError{Message: "empty array: send at least one sample"}
+		}
+		samples := make([]podmetric.Sample, len(items))
+		for i, item := range items {
+			if err := h.decodeOne(item, &samples[i], now, fmt.Sprintf("[%d].", i)); err != nil {
+				return nil, err
+			}
+		}
+		return samples, nil
+	}
+	var s podmetric.Sample
+	if err := h.decodeOne(raw, &s, now, ""); err != nil {
+		return nil, err
+	}
+	return []podmetric.Sample{s}, nil
+}
+
+func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, prefix string) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(s); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return &fieldError{Field: prefix + typeErr.Field, Message: fmt.Sprintf("must be a %s", typeErr.Type)}
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return &fieldError{Field: prefix + strings.Trim(name, `"`), Message: "unknown field"}
+		}
+		var parseErr *time.ParseError
+		if errors.As(err, &parseErr) {
+			return &fieldError{Field: prefix + "receivedAt", Message: "must be an RFC 3339 time"}
+		}
+		return &fieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON sample: " + err.Error()}
+	}
+	if err := h.validate(s, now); err != nil {
+		err.Field = prefix + err.Field
+		return err
+	}
+	return nil
+}
+
+func (h *Handler) validate(s *podmetric.Sample, now time.Time) *fieldError {
+	if err := validID(s.ID); err != "" {
+		return &fieldError{Field: "id", Message: err}
+	}
+	for _, v := range []struct {
+		name  string
+		value float64
+	}{
+		{"cpuUsage", s.CPUUsage}, {"memoryUsage", s.MemoryUsage}, {"diskUsage", s.DiskUsage},
+		{"averageResponseTime", s.AverageResponseTime}, {"requestCount", s.RequestCount},
+		{"requestRate", s.RequestRate}, {"inFlightRequests", s.InFlightRequests},
+	} {
+		if math.IsNaN(v.value) || math.IsInf(v.value, 0) || v.value < 0 {
+			return &fieldError{Field: v.name, Message: fmt.Sprintf("must be a finite number >= 0, got %v", v.value)}
+		}
+	}
+	switch {
+	case s.ReceivedAt.IsZero():
+		s.ReceivedAt = now
+	case s.ReceivedAt.After(now.Add(h.skew)):
+		return &fieldError{Field: "receivedAt", Message: fmt.Sprintf("%s is more than %s ahead of the server's clock", s.ReceivedAt.Format(time.RFC3339Nano), h.skew)}
+	}
+	return nil
+}
+
+// validID checks that id is namespace/pod with Kubernetes names.
+func validID(id string) string {
+	ns, pod, ok := strings.Cut(id, "/")
+	if !ok {
+		return fmt.Sprintf("%q must be namespace/pod", id)
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return fmt.Sprintf("namespace %q: %s", ns, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
+		return fmt.Sprintf("pod %q: %s", pod, strings.Join(errs, "; "))
+	}
+	return ""
+}

@@ -1,0 +1,135 @@
+package ingest_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nemesis-ml/nemesis/controller/ingest"
+	"github.com/nemesis-ml/nemesis/controller/store"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
+)
+
+func post(t *testing.T, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("response %d is not JSON: %q", resp.StatusCode, raw)
+	}
+	return resp.StatusCode, out
+}
+
+func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
+	r := testenv.Redis(t)
+	rdb := testenv.RedisClient(t, r)
+	srv := httptest.NewServer(ingest.New(store.New(rdb, time.Hour), ingest.Options{Token: "s3cret", Registerer: prometheus.NewRegistry()}))
+	t.Cleanup(srv.Close)
+	ctx := testenv.Context(t, time.Minute)
+
+	good := `{"id":"default/resnet-0","cpuUsage":800,"memoryUsage":512,"diskUsage":10,"averageResponseTime":40,"requestCount":20,"requestRate":2,"inFlightRequests":1}`
+	future := time.Now().Add(time.Minute).Format(time.RFC3339)
+	for name, tc := range map[string]struct {
+		body, token string
+		code        int
+		field       string
+	}{
+		"no token":            {body: good, code: 401},
+		"wrong token":         {body: good, token: "guess", code: 401},
+		"id without slash":    {body: `{"id":"resnet-0","cpuUsage":1}`, code: 400, field: "id"},
+		"id with bad pod":     {body: `{"id":"default/Resnet_0","cpuUsage":1}`, code: 400, field: "id"},
+		"negative cpu":        {body: `{"id":"default/a","cpuUsage":-1}`, code: 400, field: "cpuUsage"},
+		"negative rate":       {body: `{"id":"default/a","requestRate":-0.5}`, code: 400, field: "requestRate"},
+		"number out of range": {body: `{"id":"default/a","memoryUsage":1e400}`, code: 400, field: "memoryUsage"},
+		"string for number":   {body: `{"id":"default/a","diskUsage":"10"}`, code: 400, field: "diskUsage"},
+		"unknown field":       {body: `{"id":"default/a","gpuUsage":1}`, code: 400, field: "gpuUsage"},
+		"receivedAt ahead":    {body: `{"id":"default/a","receivedAt":"` + future + `"}`, code: 400, field: "receivedAt"},
+		"receivedAt garbage":  {body: `{"id":"default/a","receivedAt":"yesterday"}`, code: 400, field: "receivedAt"},
+		"one bad in a batch":  {body: `[` + good + `,{"id":"default/b","averageResponseTime":-3}]`, code: 400, field: "[1].averageResponseTime"},
+		"empty array":         {body: `[]`, code: 400},
+		"not json":            {body: `cpu=800`, code: 400},
+		"body over 1 MiB":     {body: `[` + strings.Repeat(good+",", ingest.MaxBody/len(good)) + good + `]`, code: 413},
+	} {
+		t.Run(name, func(t *testing.T) {
+			token := tc.token
+			if token == "" && tc.code != 401 {
+				token = "s3cret"
+			}
+			code, body := post(t, srv.URL, token, tc.body)
+			if code != tc.code {
+				t.Fatalf("status %d (%v), want %d", code, body, tc.code)
+			}
+			if msg, _ := body["error"].(string); msg == "" {
+				t.Fatalf("body %v has no error message", body)
+			}
+			if tc.field != "" && body["field"] != tc.field {
+				t.Fatalf("body %v does not name field %q", body, tc.field)
+			}
+			if n := rdb.DBSize(ctx).Val(); n != 0 {
+				t.Fatalf("a refused request stored %d keys", n)
+			}
+		})
+	}
+
+	code, body := post(t, srv.URL, "s3cret", `[`+good+`,`+strings.Replace(good, "resnet-0", "resnet-1", 1)+`]`)
+	if code != 200 || body["stored"] != 2.0 {
+		t.Fatalf("valid batch: %d %v", code, body)
+	}
+	members, err := rdb.ZRangeWithScores(ctx, "podmetric:default/resnet-0", 0, -1).Result()
+	if err != nil || len(members) != 1 {
+		t.Fatalf("podmetric:default/resnet-0 = %v, %v", members, err)
+	}
+	// The server stamped the missing receivedAt; the score is its Unix time.
+	if age := time.Since(time.Unix(int64(members[0].Score), 0)); age < 0 || age > time.Minute {
+		t.Fatalf("score %v is not the time of the push", members[0].Score)
+	}
+	if ttl := rdb.TTL(ctx, "podmetric:default/resnet-0").Val(); ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("key of a pod expires in %s, want within the 1h retention", ttl)
+	}
+
+	// Redis down: 503, the sidecar retries.
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := post(t, srv.URL, "s3cret", good); code != 503 {
+		t.Fatalf("with redis stopped: %d %v", code, body)
+	}
+}
+
+func TestIngestTrimsSamplesOlderThanTheRetention(t *testing.T) {
+	rdb := testenv.RedisClient(t, testenv.Redis(t))
+	srv := httptest.NewServer(ingest.New(store.New(rdb, time.Minute), ingest.Options{}))
+	t.Cleanup(srv.Close)
+	ctx := testenv.Context(t, time.Minute)
+	at := func(ago time.Duration) string {
+		return fmt.Sprintf(`{"id":"default/a","cpuUsage":%d,"receivedAt":%q}`, int(ago.Seconds()), time.Now().Add(-ago).Format(time.RFC3339Nano))
+	}
+	if code, body := post(t, srv.URL, "", "["+at(2*time.Minute)+","+at(90*time.Second)+"]"); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	if code, body := post(t, srv.URL, "", at(time.Second)); code != 200 {
+		t.Fatalf("%d %v", code, body)
+	}
+	if n := rdb.ZCard(ctx, "podmetric:default/a").Val(); n != 1 {
+		t.Fatalf("%d samples kept, want only the one inside the 1m retention", n)
+	}
+}

@@ -1,0 +1,144 @@
+package reconciler
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/store"
+)
+
+// LeaderElectionID names the Lease that elects the replica that scales.
+const LeaderElectionID = "nemesis-controller.autoscaler-group.autoscaler"
+
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=nemesis-system
+
+// Options configure the controller's manager.
+type Options struct {
+	Store *store.Store
+	// Registerer receives the controller's metrics; none when nil.
+	Registerer prometheus.Registerer
+	Log        logr.Logger
+	// LeaderElection elects one replica to scale; LeaderElectionNamespace
+	// holds the Lease (the pod's own namespace when empty, in a cluster).
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	// Resync is the longest time between two evaluations (default 15 s);
+	// samples trigger them sooner.
+	Resync time.Duration
+	// Retry is how soon a reconcile that could not reach Redis or the
+	// target tries again (default 2 s).
+	Retry time.Duration
+}
+
+// NewManager returns a manager running the CustomAutoscaler controller. It
+// serves no metrics or probes of its own: `nemesis serve` does.
+func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
+	if opts.Resync == 0 {
+		opts.Resync = 15 * time.Second
+	}
+	if opts.Retry == 0 {
+		opts.Retry = 2 * time.Second
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("building scheme: %w", err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("building scheme: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        opts.Log,
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                opts.LeaderElection,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       opts.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		// Several managers run in one test binary.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating controller manager: %w", err)
+	}
+	r := &Reconciler{
+		client: mgr.GetClient(), store: opts.Store, recorder: mgr.GetEventRecorder("nemesis-autoscaler"),
+		metrics: newMetrics(opts.Registerer), resync: opts.Resync, retry: opts.Retry, now: time.Now,
+	}
+	samples := make(chan event.GenericEvent, 1024)
+	if err := mgr.Add(&notifier{store: opts.Store, client: mgr.GetClient(), out: samples, log: opts.Log}); err != nil {
+		return nil, fmt.Errorf("adding sample notifier: %w", err)
+	}
+	err = ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.CustomAutoscaler{}).
+		WatchesRawSource(source.Channel(samples, &handler.EnqueueRequestForObject{})).
+		WithOptions(controller.Options{
+			// The default backoff grows to 16 minutes; an autoscaler must
+			// come back within seconds of Redis or the API server.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, opts.Retry*5),
+		}).
+		Complete(r)
+	if err != nil {
+		return nil, fmt.Errorf("creating customautoscaler controller: %w", err)
+	}
+	return mgr, nil
+}
+
+// notifier turns the sample notices published by ingest, on any replica,
+// into reconciles of the autoscalers in the pods' namespaces. It runs on the
+// leader only, like the controller.
+type notifier struct {
+	store  *store.Store
+	client client.Reader
+	out    chan<- event.GenericEvent
+	log    logr.Logger
+}
+
+func (n *notifier) NeedLeaderElection() bool { return true }
+
+func (n *notifier) Start(ctx context.Context) error {
+	for ids := range n.store.Updates(ctx) {
+		namespaces := map[string]bool{}
+		for _, id := range ids {
+			if ns, _, ok := strings.Cut(id, "/"); ok {
+				namespaces[ns] = true
+			}
+		}
+		for ns := range namespaces {
+			list := &v1alpha1.CustomAutoscalerList{}
+			if err := n.client.List(ctx, list, client.InNamespace(ns)); err != nil {
+				n.log.Error(err, "listing autoscalers for new samples", "namespace", ns)
+				continue
+			}
+			for i := range list.Items {
+				select {
+				case n.out <- event.GenericEvent{Object: &list.Items[i]}:
+				case <-ctx.Done():
+					return nil
+				}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+// Package rules turns pod samples into scaling decisions: it aggregates the
+// samples over each rule's window, evaluates the rules and applies the
+// autoscaler's behaviour. It does no I/O.
+package rules
+
+import (
+	"time"
+
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/podmetric"
+)
+
+// Metrics are the metric types in the order they are reported.
+var Metrics = []v1alpha1.MetricType{
+	v1alpha1.MetricCPUUsage, v1alpha1.MetricMemoryUsage, v1alpha1.MetricDiskUsage,
+	v1alpha1.MetricAverageResponseTime, v1alpha1.MetricRequestRate, v1alpha1.MetricInFlightRequests,
+}
+
+// Value is a sample's value of one metric.
+func Value(s podmetric.Sample, m v1alpha1.MetricType) float64 {
+	switch m {
+	case v1alpha1.MetricCPUUsage:
+		return s.CPUUsage
+	case v1alpha1.MetricMemoryUsage:
+		return s.MemoryUsage
+	case v1alpha1.MetricDiskUsage:
+		return s.DiskUsage
+	case v1alpha1.MetricAverageResponseTime:
+		return s.AverageResponseTime
+	case v1alpha1.MetricRequestRate:
+		return s.RequestRate
+	case v1alpha1.MetricInFlightRequests:
+		return s.InFlightRequests
+	}
+	return 0
+}
+
+// Aggregate is what one rule sees of the target's ready pods.
+type Aggregate struct {
+	// Values is, per metric, the mean over the reporting pods of each pod's
+	// mean over the window: every pod weighs the same however often it
+	// pushes.
+	Values map[v1alpha1.MetricType]float64
+	// ReadyPods is how many of the target's pods are ready.
+	ReadyPods int
+	// ReportingPods is how many ready pods have a sample in the window.
+	ReportingPods int
+}
+
+// Complete says whether every ready pod reported in the window, which is
+// what a decrease needs: a pod that went quiet may be the busy one.
+func (a Aggregate) Complete() bool { return a.ReadyPods > 0 && a.ReportingPods == a.ReadyPods }
+
+// Window is the span of samples one rule aggregates: the rule's
+// windowSeconds back from now, but never before the last scale, so that the
+// next change is decided only on samples taken after the previous one.
+func Window(now time.Time, windowSeconds int32, lastScale time.Time) time.Time {
+	start := now.Add(-time.Duration(windowSeconds) * time.Second)
+	if lastScale.After(start) {
+		return lastScale
+	}
+	return start
+}
+
+// AggregateSamples aggregates the samples of the ready pods (every ready pod
+// is a key, with no samples when it has not reported) taken after start.
+// Samples stamped slightly ahead of the controller's clock count: ingest
+// already refused those too far in the future.
+func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggregate {
+	agg := Aggregate{Values: map[v1alpha1.MetricType]float64{}, ReadyPods: len(byPod)}
+	sums := make([]float64, len(Metrics))
+	for _, samples := range byPod {
+		podSums := make([]float64, len(Metrics))
+		n := 0
+		for _, s := range samples {
+			if !s.ReceivedAt.After(start) {
+				continue
+			}
+			n++
+			for i, m := range Metrics {
+				podSums[i] += Value(s, m)
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		agg.ReportingPods++
+		for i := range Metrics {
+			sums[i] += podSums[i] / float64(n)
+		}
+	}
+	if agg.ReportingPods == 0 {
+		return agg
+	}
+	for i, m := range Metrics {
+		agg.Values[m] = sums[i] / float64(agg.ReportingPods)
+	}
+	return agg
+}
