@@ -40,7 +40,6 @@ func New(rdb *redis.Client, retention time.Duration) *Store {
 	return &Store{rdb: rdb, retention: retention}
 }
 
-
 func sampleKey(id string) string { return "podmetric:" + id }
 
 func score(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
