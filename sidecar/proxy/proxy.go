@@ -243,7 +243,7 @@ func (p *Proxy) Take() Window {
 	w := p.window
 	p.window = Window{}
 	p.mu.Unlock()
-	w.InFlight = int(p.inFlight.Load())
+	w.InFlight = p.InFlight()
 	return w
 }
 
@@ -263,6 +263,9 @@ func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 }
+
+// InFlight is how many requests are being proxied now.
+func (p *Proxy) InFlight() int { return int(p.inFlight.Load()) }
 
 // timedWriter notes a response's status and when its headers and first
 // body byte left. Unwrap lets http.ResponseController reach the connection's
