@@ -58,7 +58,9 @@ func startSidecar(t *testing.T, cfg Config) *running {
 	cfg.ShutdownGrace = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{pod: "http://" + cfg.Listen, admin: "http://" + cfg.AdminListen, done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), cfg) }()
+	go func() {
+		r.done <- Run(ctx, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), cfg)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-r.done; err != nil {

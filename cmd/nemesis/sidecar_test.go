@@ -159,7 +159,6 @@ func TestSidecarRefusesToMeterTheWholeMachine(t *testing.T) {
 	}
 }
 
-
 func waitReady(t *testing.T, client *http.Client, u string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
