@@ -164,9 +164,15 @@ func (p *Proxy) reverseProxy(model *url.URL, transport http.RoundTripper) *httpu
 			r.SetXForwarded()
 		},
 		Transport: transport,
-		// Flush every write at once: token streams and server-sent events
-		// must not wait in a buffer.
-		FlushInterval: -1,
+		// 0 is not "never": the reverse proxy flushes every write at once
+		// for server-sent events and for every body of unknown length
+		// (chunked token streams, gRPC), and leaves bodies of known length
+		// to the server's buffer. -1 would flush those too, and its
+		// first, timer-driven flush races the end of a gRPC trailers-only
+		// answer (an error status): the headers go out without
+		// END_STREAM and the client reports "server closed the stream
+		// without sending trailers".
+		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ErrorHandler:  p.upstreamError,
 	}
