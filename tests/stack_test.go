@@ -77,13 +77,17 @@ func newStack(t *testing.T) *stack {
 	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t))}
 	s.pg, s.dbURL = testenv.Database(t)
 	s.redis = testenv.Redis(t)
-	s.kubeconfig = testenv.KubeConfigFile(t)
 	s.kube = kubeClient(t)
+	// serve runs as the manifests' service account, so every flow also
+	// checks that the generated RBAC role grants what it needs.
+	applyManifests(t, s.kube)
+	s.kubeconfig = testenv.KubeConfigFileAs(t, serviceAccount)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
 	if err := s.kube.Create(t.Context(), ns); err != nil {
 		t.Fatal(err)
 	}
 	s.namespace = ns.Name
+	grantLeaderElection(t, s.kube, s.namespace)
 	s.serveListen = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	s.apiURL = "http://" + s.serveListen
 	s.xdsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))

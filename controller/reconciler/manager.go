@@ -32,6 +32,8 @@ import (
 const LeaderElectionID = "nemesis-controller.autoscaler-group.autoscaler"
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update,namespace=nemesis-system
+// Leader election announces a new leader with a core Event beside its Lease.
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=nemesis-system
 
 // Options configure the controller's manager.
 type Options struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
@@ -309,12 +310,32 @@ func QueryRow(t testing.TB, url, sql string, dest ...any) {
 // processes the test starts, and returns its path.
 func KubeConfigFile(t testing.TB) string {
 	t.Helper()
+	return KubeConfigFileAs(t, "")
+}
+
+// KubeConfigFileAs is KubeConfigFile for a client that impersonates user
+// (e.g. system:serviceaccount:ns:name), so RBAC applies to it as to that
+// user; empty user means the API server's administrator.
+func KubeConfigFileAs(t testing.TB, user string) string {
+	t.Helper()
 	Kube(t)
 	kube.mu.Lock()
 	raw, err := kube.server.KubeConfig()
 	kube.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if user != "" {
+		cfg, err := clientcmd.Load(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, auth := range cfg.AuthInfos {
+			auth.Impersonate = user
+		}
+		if raw, err = clientcmd.Write(*cfg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(path, raw, 0o600); err != nil {
