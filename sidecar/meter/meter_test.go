@@ -55,19 +55,7 @@ func TestCgroupChildBurningOneCoreReadsAboutOneThousandMillicores(t *testing.T) 
 func TestCgroupChildAllocating200MiBRaisesMemoryByAboutThat(t *testing.T) {
 	h := startHelper(t, "alloc", false)
 	cg := testCgroup(t, h, "cpuacct", "memory")
-	m, err := New(Config{Source: SourceCgroup, Cgroup: cg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := readAfter(t, m, 0)
-	if _, err := h.stdin.Write([]byte("go\n")); err != nil {
-		t.Fatal(err)
-	}
-	h.expect(t, "allocated")
-	after := readAfter(t, m, 0)
-	if d := after.MemoryMiB - before.MemoryMiB; d < 190 || d > 220 {
-		t.Fatalf("memory rose by %.1f MiB (%.1f to %.1f), want about 200", d, before.MemoryMiB, after.MemoryMiB)
-	}
+	expectAllocationSeen(t, h, Config{Source: SourceCgroup, Cgroup: cg})
 }
 
 func TestProcessTreeIncludesDescendants(t *testing.T) {
@@ -89,7 +77,14 @@ func TestProcessTreeIncludesDescendants(t *testing.T) {
 
 func TestProcessTreeAllocating200MiBRaisesMemoryByAboutThat(t *testing.T) {
 	h := startHelper(t, "alloc", false)
-	m, err := New(Config{Source: SourceProcesses, PID: h.cmd.Process.Pid})
+	expectAllocationSeen(t, h, Config{Source: SourceProcesses, PID: h.cmd.Process.Pid})
+}
+
+// expectAllocationSeen tells the alloc helper to allocate 200 MiB and
+// checks that a meter of cfg sees memory rise by about that.
+func expectAllocationSeen(t *testing.T, h *helper, cfg Config) {
+	t.Helper()
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
