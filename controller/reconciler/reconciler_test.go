@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
@@ -248,15 +249,20 @@ func TestRulesAreMirroredToRedisAndDeletedWithTheObject(t *testing.T) {
 	h.eventually(10*time.Second, "rules mirrored", func() bool {
 		return rdb.Exists(t.Context(), key, store.RuleKey(h.ns, "model", "cpu-low")).Val() == 2
 	})
-	ca := h.get()
-	ca.Spec.Rules = ca.Spec.Rules[:1]
-	if err := h.c.Update(t.Context(), ca); err != nil {
+	// The controller writes the object too (finalizer, status): retry on
+	// its newer versions as any client would.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ca := h.get()
+		ca.Spec.Rules = ca.Spec.Rules[:1]
+		return h.c.Update(t.Context(), ca)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	h.eventually(10*time.Second, "a removed rule's key is deleted", func() bool {
 		return rdb.Exists(t.Context(), store.RuleKey(h.ns, "model", "cpu-low")).Val() == 0
 	})
-	if err := h.c.Delete(t.Context(), ca); err != nil {
+	if err := h.c.Delete(t.Context(), h.get()); err != nil {
 		t.Fatal(err)
 	}
 	h.eventually(10*time.Second, "rules deleted with the object", func() bool {
