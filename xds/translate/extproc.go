@@ -32,12 +32,15 @@ const (
 	MetadataHoldTimeout = "x-nemesis-hold-timeout"
 	// DefaultHoldTimeout applies when neither the route nor the options set one.
 	DefaultHoldTimeout = 120 * time.Second
-	// MaxHoldTimeout is the longest hold the CustomAutoscaler API allows.
-	MaxHoldTimeout = 3600 * time.Second
-	// holdGrace is how much longer than a hold Envoy waits for the
-	// activator's answer: the activator always answers first, and this only
-	// bounds a hung one.
+	// messageTimeout is how long Envoy waits for the activator's answer,
+	// the most Envoy allows; the activator always answers first, and this
+	// only bounds a hung one.
+	messageTimeout = time.Hour
+	// holdGrace is how much longer than a hold Envoy lets the stream be.
 	holdGrace = 10 * time.Second
+	// MaxHoldTimeout is the longest hold the activator does (the API allows
+	// asking for 3600 s).
+	MaxHoldTimeout = messageTimeout - holdGrace
 )
 
 // buildExtProcFilter is the activator's filter. It is disabled by default
@@ -60,8 +63,8 @@ func buildExtProcFilter() (*hcmv3.HttpFilter, error) {
 			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
 			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
 		},
-		MessageTimeout:    durationpb.New(MaxHoldTimeout + holdGrace),
-		MaxMessageTimeout: durationpb.New(MaxHoldTimeout + holdGrace),
+		MessageTimeout:    durationpb.New(messageTimeout),
+		MaxMessageTimeout: durationpb.New(messageTimeout),
 		// Without the activator a request to a model at zero cannot be
 		// served: fail it with 503 rather than send it to no endpoint.
 		FailureModeAllow: false,
