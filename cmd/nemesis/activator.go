@@ -8,10 +8,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/activation"
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/extproc/activator"
 	"github.com/nemesis-ml/nemesis/xds"
 )
@@ -31,6 +33,11 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 	if err != nil {
 		return nil, fmt.Errorf("creating kubernetes client for the activator: %w", err)
 	}
+	// The client discovers the CustomAutoscaler's API on first use; do it
+	// now rather than in the first wake's path.
+	go func() {
+		_, _ = c.RESTMapper().RESTMapping(schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "CustomAutoscaler"})
+	}()
 	return activator.New(ctx, activator.Config{
 		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.New(c).Stamp,
 		Registerer: reg, Log: log,
