@@ -215,15 +215,6 @@ func (m *model) replicas() int32 {
 	return *d.Spec.Replicas
 }
 
-func (m *model) autoscaler() *v1alpha1.CustomAutoscaler {
-	m.s.t.Helper()
-	ca := &v1alpha1.CustomAutoscaler{}
-	if err := m.s.kube.Get(m.s.t.Context(), m.key(), ca); err != nil {
-		m.s.t.Fatal(err)
-	}
-	return ca
-}
-
 // lastWake returns when the kubelet last saw the model woken and when its
 // slice was last made ready.
 func (m *model) lastWake() (woken, ready time.Time, wakes int) {
