@@ -96,7 +96,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 
 	t.Run("idle goes back to zero and the next request wakes it again", func(t *testing.T) {
 		m.idle.Store(true)
-		eventually(t, 30*time.Second, "scaled to zero", func() error {
+		eventually(t, 45*time.Second, "scaled to zero", func() error {
 			if r := m.replicas(); r != 0 {
 				return fmt.Errorf("%d replicas", r)
 			}

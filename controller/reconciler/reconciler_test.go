@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/activation"
@@ -249,9 +250,14 @@ func TestRulesAreMirroredToRedisAndDeletedWithTheObject(t *testing.T) {
 	h.eventually(10*time.Second, "rules mirrored", func() bool {
 		return rdb.Exists(t.Context(), key, store.RuleKey(h.ns, "model", "cpu-low")).Val() == 2
 	})
-	ca := h.get()
-	ca.Spec.Rules = ca.Spec.Rules[:1]
-	if err := h.c.Update(t.Context(), ca); err != nil {
+	// The controller writes the object too (finalizer, status): retry on
+	// conflicts as any client would.
+	var ca *v1alpha1.CustomAutoscaler
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		ca = h.get()
+		ca.Spec.Rules = ca.Spec.Rules[:1]
+		return h.c.Update(t.Context(), ca)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	h.eventually(10*time.Second, "a removed rule's key is deleted", func() bool {
