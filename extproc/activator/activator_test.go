@@ -223,3 +223,49 @@ func TestMissingMetadataIsRefused(t *testing.T) {
 		t.Fatal("a stream without the route's metadata was accepted")
 	}
 }
+
+// recordingStream is one request's stream that records the order of the
+// answers sent on all of them.
+type recordingStream struct {
+	extprocv3.ExternalProcessor_ProcessServer
+	ctx   context.Context
+	id    int
+	mu    *sync.Mutex
+	order *[]int
+}
+
+func (s *recordingStream) Context() context.Context { return s.ctx }
+
+func (s *recordingStream) Send(*extprocv3.ProcessingResponse) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	*s.order = append(*s.order, s.id)
+	return nil
+}
+
+func TestReleaseIsInArrivalOrder(t *testing.T) {
+	f := newFixture(t, 100)
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	c := call{key: routeKey{environment: "production", name: "ml/resnet"}, hold: 30 * time.Second}
+	for i := range 20 {
+		s := &recordingStream{ctx: t.Context(), id: i, mu: &mu, order: &order}
+		wg.Go(func() {
+			if err := f.a.hold(s, c); err != nil {
+				t.Error(err)
+			}
+		})
+		f.waitHeld(i + 1)
+	}
+	close(f.ready)
+	wg.Wait()
+	for i, id := range order {
+		if id != i {
+			t.Fatalf("released in order %v, want arrival order", order)
+		}
+	}
+	if len(order) != 20 {
+		t.Fatalf("%d released, want 20", len(order))
+	}
+}
