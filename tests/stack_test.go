@@ -70,11 +70,13 @@ type stack struct {
 	envoys      []*local.Envoy
 	serve       *local.Process
 	serveListen string
+	serveArgs   []string
 }
 
-func newStack(t *testing.T) *stack {
+// newStack starts the stack; serveArgs are added to nemesis serve's flags.
+func newStack(t *testing.T, serveArgs ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t))}
+	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t)), serveArgs: serveArgs}
 	s.pg, s.dbURL = testenv.Database(t)
 	s.redis = testenv.Redis(t)
 	s.kube = kubeClient(t)
@@ -120,6 +122,7 @@ func (s *stack) startServe() {
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug")
+	cmd.Args = append(cmd.Args, s.serveArgs...)
 	s.serve = testenv.Process(s.t, "nemesis-serve", cmd)
 	eventually(s.t, 30*time.Second, "nemesis serve ready", func() error {
 		resp, err := http.Get(s.apiURL + "/readyz")

@@ -30,17 +30,29 @@ type ControlPlane struct {
 	routes   map[string][]model.Route
 	served   map[string]bool // environments with a snapshot
 	seq      uint64
+	// ready is, per environment, the routes with endpoints in its latest
+	// snapshot and that snapshot's sequence number; published is closed
+	// and replaced on every publication.
+	ready     map[string]readyRoutes
+	published chan struct{}
+}
+
+type readyRoutes struct {
+	seq    uint64
+	routes map[string]bool
 }
 
 // New returns a control plane reading settings from store.
 func New(log *slog.Logger, store *settings.Store, opts translate.Options) *ControlPlane {
 	c := &ControlPlane{
-		log:      log,
-		store:    store,
-		opts:     opts,
-		settings: map[string]settings.Settings{},
-		routes:   map[string][]model.Route{},
-		served:   map[string]bool{},
+		log:       log,
+		store:     store,
+		opts:      opts,
+		settings:  map[string]settings.Settings{},
+		routes:    map[string][]model.Route{},
+		served:    map[string]bool{},
+		ready:     map[string]readyRoutes{},
+		published: make(chan struct{}),
 	}
 	c.Server = server.New(log, c.ensure)
 	return c
@@ -50,6 +62,43 @@ func New(log *slog.Logger, store *settings.Store, opts translate.Options) *Contr
 func Version(snapshotVersion string) int64 {
 	v, _ := strconv.ParseInt(strings.SplitN(snapshotVersion, ".", 2)[0], 10, 64)
 	return v
+}
+
+// sequence returns the publication sequence number of a snapshot version.
+func sequence(snapshotVersion string) uint64 {
+	_, seq, _ := strings.Cut(snapshotVersion, ".")
+	n, _ := strconv.ParseUint(seq, 10, 64)
+	return n
+}
+
+// WaitReady waits until every Envoy of the environment has ACKed a snapshot
+// in which the route has a ready endpoint, so that a request Envoy sends to
+// it now finds one. It fails with *server.NackError when an Envoy rejects
+// that snapshot.
+func (c *ControlPlane) WaitReady(ctx context.Context, environment, route string) error {
+	for {
+		c.mu.Lock()
+		state, published := c.ready[environment], c.published
+		c.mu.Unlock()
+		if !state.routes[route] {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for an endpoint of %s in %q: %w", route, environment, ctx.Err())
+			case <-published:
+				continue
+			}
+		}
+		if _, err := c.Server.WaitAcked(ctx, environment, func(v string) bool { return sequence(v) >= state.seq }); err != nil {
+			return err
+		}
+		// A later snapshot may have taken the endpoints away again.
+		c.mu.Lock()
+		still := c.ready[environment].routes[route]
+		c.mu.Unlock()
+		if still {
+			return nil
+		}
+	}
 }
 
 // SettingsChanged re-reads the settings of one environment, or of all when
@@ -152,6 +201,15 @@ func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string)
 			continue
 		}
 		c.served[env] = true
+		ready := readyRoutes{seq: c.seq, routes: map[string]bool{}}
+		for _, r := range m.Routes {
+			if len(r.Endpoints) > 0 {
+				ready.routes[r.Name] = true
+			}
+		}
+		c.ready[env] = ready
+		close(c.published)
+		c.published = make(chan struct{})
 		c.log.Info("published configuration", "environment", env, "version", version,
 			"policy", s.Policy, "routes", len(m.Routes))
 	}
@@ -166,7 +224,8 @@ func routesEqual(a, b []model.Route) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Name != b[i].Name || a[i].PathPrefix != b[i].PathPrefix || len(a[i].Endpoints) != len(b[i].Endpoints) {
+		if a[i].Name != b[i].Name || a[i].PathPrefix != b[i].PathPrefix || len(a[i].Endpoints) != len(b[i].Endpoints) ||
+			a[i].HoldTimeoutSeconds != b[i].HoldTimeoutSeconds {
 			return false
 		}
 		for j := range a[i].Endpoints {

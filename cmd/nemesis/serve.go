@@ -31,6 +31,7 @@ type serveCmd struct {
 	databaseFlags
 	kubeFlags
 	autoscalingFlags
+	activatorFlags
 	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
@@ -60,7 +61,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 
 	store := settings.NewStore(pool)
 	cp := xds.New(log.With("component", "xds"), store, translate.Options{
-		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort,
+		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
 	})
 	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]model.Route) {
 		cp.RoutesChanged(ctx, r)
@@ -92,7 +93,11 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	})
 	g.Go(func() error { return routes.Run(ctx) })
 	g.Go(func() error { return autoscaling.Run(ctx) })
-	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener) })
+	activate, err := c.newActivator(ctx, kubeCfg, scheme, cp, reg, log.With("component", "activator"))
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register) })
 	g.Go(func() error {
 		return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
 	})

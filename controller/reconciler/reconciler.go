@@ -89,10 +89,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 
 	now := r.now()
-	d := rules.Evaluate(rules.Input{
+	in := rules.Input{
 		Now: now, Spec: ca.Spec, Current: obs.scale.Spec.Replicas,
 		Aggregates: r.aggregate(ca, status, obs, now), Recommendations: status.Recommendations, IdleSince: status.IdleSince,
-	})
+		Activation: activation(ca),
+	}
+	if status.LastScaleTime != nil {
+		in.LastScaleTime = status.LastScaleTime.Time
+	}
+	d := rules.Evaluate(in)
 	r.metrics.decisions.WithLabelValues(ca.Namespace, ca.Name, d.Action).Inc()
 	r.metrics.desired.WithLabelValues(ca.Namespace, ca.Name).Set(float64(d.To))
 	status.Recommendations, status.IdleSince = d.Recommendations, d.IdleSince
@@ -344,6 +349,15 @@ func longestWindow(ca *v1alpha1.CustomAutoscaler) time.Duration {
 		longest = max(longest, r.WindowSeconds)
 	}
 	return time.Duration(longest) * time.Second
+}
+
+// activation reads the activator's stamp; a malformed one counts as none.
+func activation(ca *v1alpha1.CustomAutoscaler) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, ca.Annotations[v1alpha1.AnnotationActivation])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/controller/store"
 )
@@ -300,4 +301,46 @@ func (h *harness) hasEvent(reason, note string) bool {
 func (h *harness) gone() bool {
 	err := h.c.Get(h.t.Context(), client.ObjectKey{Namespace: h.ns, Name: "model"}, &v1alpha1.CustomAutoscaler{})
 	return apierrors.IsNotFound(err)
+}
+
+func TestHeldRequestsBlockScaleToZeroAndWakeTheTarget(t *testing.T) {
+	h := newHarness(t, 1, 1)
+	h.autoscaler(0, 3, 0, 0, cpuHigh, idle)
+	h.start()
+	stopPushing := h.pushing(300, 0)
+	defer stopPushing()
+	stamper := activation.New(h.c)
+	stamp := func() {
+		if err := stamper.Stamp(t.Context(), h.ns, "model", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The activator renews its stamp while it holds requests: idle samples
+	// or not, the target is busy.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			stamp()
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	h.steady(5*time.Second, 1, "requests are held past the 3s idle period")
+	close(stop)
+	<-done
+
+	// Without stamps the lease runs out, then the idle period.
+	h.eventually(v1alpha1.ActivationLease+15*time.Second, "scaled to zero after the lease", func() bool { return h.replicas() == 0 })
+
+	stamp()
+	h.eventually(10*time.Second, "woken by the activation", func() bool { return h.replicas() == 1 })
+	h.eventually(10*time.Second, "a Scaled event for the activation", func() bool {
+		return h.hasEvent("Scaled", "INCREASE_INSTANCES 0 → 1: activation")
+	})
 }

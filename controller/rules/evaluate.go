@@ -34,6 +34,11 @@ type Input struct {
 	// status.
 	Recommendations []v1alpha1.Recommendation
 	IdleSince       *metav1.MicroTime
+	// Activation is the activator's latest stamp (zero when none) and
+	// LastScaleTime the status's: a stamp within the activation lease means
+	// requests are held, and one after the last scale wakes a target at zero.
+	Activation    time.Time
+	LastScaleTime time.Time
 }
 
 // Decision is the outcome of one evaluation.
@@ -84,6 +89,12 @@ func Evaluate(in Input) Decision {
 			fired[r.Action] = &firing{rule: r, agg: agg}
 		}
 	}
+	// Held requests are load: nothing is idle while the activator holds some.
+	held := !in.Activation.IsZero() && in.Now.Sub(in.Activation) < v1alpha1.ActivationLease
+	if held {
+		delete(fired, v1alpha1.ActionDecreaseInstancesToZero)
+		d.RecheckAfter = v1alpha1.ActivationLease - in.Now.Sub(in.Activation)
+	}
 	if f := fired[v1alpha1.ActionDecreaseInstancesToZero]; f != nil && in.Current > 0 {
 		d.IdleSince = in.IdleSince
 		if d.IdleSince == nil {
@@ -93,6 +104,10 @@ func Evaluate(in Input) Decision {
 
 	// Bounds first: they are not rules' decisions and wait for nothing.
 	switch {
+	case in.Current == 0 && spec.MinReplicas == 0 && held && in.Activation.After(in.LastScaleTime):
+		d = bound(d, in, 1, v1alpha1.ActionIncreaseInstances, "activation: the activator holds requests for the target at zero replicas")
+		d.Rule = v1alpha1.ActivationRule
+		return d
 	case in.Current == 0 && spec.MinReplicas == 0:
 		d.Reason = "target is at zero replicas; the activator wakes it on the next request"
 		return d
@@ -126,6 +141,8 @@ func Evaluate(in Input) Decision {
 		d.Rule = zero.rule.ID
 		d.Reason = fmt.Sprintf("%s for %s of the %s idle period", describe(zero), in.Now.Sub(d.IdleSince.Time).Round(time.Second), idle)
 		d.RecheckAfter = left
+	case held:
+		d.Reason = fmt.Sprintf("the activator holds requests for the target: not idle; holding %d replicas", in.Current)
 	case !reporting:
 		d.Reason = fmt.Sprintf("no samples from ready pods in any rule's window; holding %d replicas", in.Current)
 	default:

@@ -186,6 +186,48 @@ func TestEvaluate(t *testing.T) {
 			mutate: func(in *Input) { in.Current = 0; in.Aggregates = every(0, 0, 0, 0, 0) },
 			action: ActionHold, to: 0, reason: "activator",
 		},
+		"held requests wake a target at zero": {
+			mutate: func(in *Input) {
+				in.Current = 0
+				in.Aggregates = every(0, 0, 0, 0, 0)
+				in.LastScaleTime = t0.Add(-time.Minute)
+				in.Activation = t0.Add(-time.Second)
+			},
+			action: "INCREASE_INSTANCES", rule: "activation", to: 1, reason: "activation",
+		},
+		"a stamp from before the scale to zero wakes nothing": {
+			mutate: func(in *Input) {
+				in.Current = 0
+				in.Aggregates = every(0, 0, 0, 0, 0)
+				in.LastScaleTime = t0.Add(-time.Second)
+				in.Activation = t0.Add(-2 * time.Second)
+			},
+			action: ActionHold, to: 0, reason: "activator",
+		},
+		"an expired stamp wakes nothing": {
+			mutate: func(in *Input) {
+				in.Current = 0
+				in.Aggregates = every(0, 0, 0, 0, 0)
+				in.Activation = t0.Add(-v1alpha1.ActivationLease)
+			},
+			action: ActionHold, to: 0, reason: "activator",
+		},
+		"held requests are load: no scale to zero, the idle period restarts": {
+			mutate: func(in *Input) {
+				in.Aggregates = every(3, 3, 300, 0, 100)
+				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-time.Hour)}
+				in.Activation = t0.Add(-time.Second)
+			},
+			action: ActionHold, to: 3, reason: "the activator holds requests",
+		},
+		"after the lease idle counts again": {
+			mutate: func(in *Input) {
+				in.Aggregates = every(3, 3, 300, 0, 100)
+				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-time.Hour)}
+				in.Activation = t0.Add(-v1alpha1.ActivationLease - time.Second)
+			},
+			action: "DECREASE_INSTANCES_TO_ZERO", rule: "idle", to: 0,
+		},
 		"below minReplicas": {
 			mutate: func(in *Input) { in.Spec.MinReplicas = 2; in.Current = 1; in.Aggregates = every(1, 1, 300, 5, 100) },
 			action: "INCREASE_INSTANCES", to: 2, reason: "below minReplicas 2",

@@ -48,6 +48,9 @@ func Routes(objs Objects) (map[string][]model.Route, []Problem) {
 		}
 		name := ca.Namespace + "/" + ca.Name
 		route := model.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []model.Endpoint{}}
+		if ca.Spec.ScaleToZero != nil {
+			route.HoldTimeoutSeconds = ca.Spec.ScaleToZero.HoldTimeoutSeconds
+		}
 		key := ca.Namespace + "/" + spec.Service
 		svc, ok := services[key]
 		switch {

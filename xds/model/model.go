@@ -24,6 +24,9 @@ type Route struct {
 	Name       string     `json:"name"`
 	PathPrefix string     `json:"pathPrefix"`
 	Endpoints  []Endpoint `json:"endpoints"`
+	// HoldTimeoutSeconds is how long the activator holds a request while
+	// the route has no endpoint; 0 means the control plane's default.
+	HoldTimeoutSeconds int32 `json:"holdTimeoutSeconds,omitempty"`
 }
 
 // Endpoint is one ready address of a route's Service.

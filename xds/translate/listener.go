@@ -21,6 +21,10 @@ func buildListener(opts Options) (*listenerv3.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	activator, err := buildExtProcFilter()
+	if err != nil {
+		return nil, err
+	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: ListenerName,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -28,7 +32,7 @@ func buildListener(opts Options) (*listenerv3.Listener, error) {
 			RouteConfigName: RouteConfigName,
 			ConfigSource:    adsConfigSource(),
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{{
+		HttpFilters: []*hcmv3.HttpFilter{activator, {
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},

@@ -4,6 +4,7 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -23,6 +24,9 @@ type Options struct {
 	// ListenerAddress and ListenerPort are where Envoy takes client traffic.
 	ListenerAddress string `json:"listenerAddress"`
 	ListenerPort    uint32 `json:"listenerPort"`
+	// HoldTimeout is how long the activator holds a request of a route at
+	// zero whose CustomAutoscaler does not say; DefaultHoldTimeout when 0.
+	HoldTimeout time.Duration `json:"holdTimeout,omitempty"`
 }
 
 // Resources are an environment's Envoy resources by type URL.
@@ -35,9 +39,13 @@ func Translate(env model.Environment, opts Options) (Resources, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building listener: %w", err)
 	}
+	routes, err := buildRouteConfig(env, opts)
+	if err != nil {
+		return nil, fmt.Errorf("building routes: %w", err)
+	}
 	out := Resources{
 		resource.ListenerType: {listener},
-		resource.RouteType:    {buildRouteConfig(env)},
+		resource.RouteType:    {routes},
 		resource.ClusterType:  {},
 		resource.EndpointType: {},
 	}

@@ -46,6 +46,14 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			for typ, list := range res {
+				for _, r := range list {
+					// Envoy enforces the protos' constraints; so does this test.
+					if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+						t.Errorf("%s is invalid: %v", typ, err)
+					}
+				}
+			}
 			got := render(t, res)
 			path := filepath.Join("testdata", "out", name+".yaml")
 			if *update {

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -12,6 +14,21 @@ const (
 	ActionIncreaseInstances       Action = "INCREASE_INSTANCES"
 	ActionDecreaseInstances       Action = "DECREASE_INSTANCES"
 	ActionDecreaseInstancesToZero Action = "DECREASE_INSTANCES_TO_ZERO"
+)
+
+// Activation: the activator asks the controller to wake a target by
+// stamping this annotation on its CustomAutoscaler with the current time
+// (RFC 3339, nanoseconds). The stamp is a lease: the activator renews it
+// every ActivationRenewInterval while it holds requests of the target, and
+// the controller counts requests as held, and the target as busy, until
+// ActivationLease after the latest stamp. Any serve replica may stamp it;
+// the elected controller acts on it.
+const (
+	AnnotationActivation    = "autoscaler-group.autoscaler/activation-requested-at"
+	ActivationRenewInterval = 5 * time.Second
+	ActivationLease         = 3 * ActivationRenewInterval
+	// ActivationRule is the rule of a decision that woke a target.
+	ActivationRule = "activation"
 )
 
 // MetricType names a per-pod metric that the sidecar reports.

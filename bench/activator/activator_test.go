@@ -1,0 +1,206 @@
+// Package activator_test measures the wake latency the activator adds: over
+// 20 wakes of a model at zero, the time from the model's EndpointSlice
+// turning ready to the held request's first byte, beside the floor measured
+// in the same run: a request sent straight to Envoy as soon as every Envoy
+// has ACKed the endpoint. Run with `make bench`.
+package activator_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nemesis-ml/nemesis/controller"
+	"github.com/nemesis-ml/nemesis/controller/activation"
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/extproc/activator"
+	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/local"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/xds"
+	"github.com/nemesis-ml/nemesis/xds/kubesource"
+	xdsmodel "github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/translate"
+)
+
+func TestMain(m *testing.M) { testenv.Run(m) }
+
+const (
+	wakes   = 20
+	startup = 500 * time.Millisecond
+	env     = "bench"
+)
+
+// BenchmarkWakeLatency prints, per wake, first byte minus model readiness
+// for the held request and for the straight request after the ACK.
+func BenchmarkWakeLatency(b *testing.B) {
+	for range b.N {
+		held, direct, total := measure(b)
+		fmt.Printf("model start-up %s | wake: held request's first byte − endpoint ready  p50 %6.1f ms  p99 %6.1f ms | straight request after the ACK  p50 %6.1f ms  p99 %6.1f ms | ratio p50 %.2f p99 %.2f | request to first byte p50 %.0f ms\n",
+			startup, ms(pct(held, 50)), ms(pct(held, 99)), ms(pct(direct, 50)), ms(pct(direct, 99)),
+			float64(pct(held, 50))/float64(pct(direct, 50)), float64(pct(held, 99))/float64(pct(direct, 99)), ms(pct(total, 50)))
+		b.ReportMetric(ms(pct(held, 50)), "wake-p50-ms")
+		b.ReportMetric(ms(pct(held, 99)), "wake-p99-ms")
+		b.ReportMetric(ms(pct(direct, 99)), "ack-floor-p99-ms")
+	}
+}
+
+// measure wakes the model 20 times through the whole control plane, in
+// process: settings, Kubernetes routes, the controller, the activator and
+// the xDS server, with one real Envoy.
+func measure(b *testing.B) (held, direct, total []time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	_, dbURL := testenv.Database(b)
+	pool, err := database.Open(ctx, dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	redis := testenv.Redis(b)
+	kubeCfg := testenv.Kube(b)
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		b.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		b.Fatal(err)
+	}
+	kube, err := client.NewWithWatch(kubeCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "bench-"}}
+	if err := kube.Create(ctx, ns); err != nil {
+		b.Fatal(err)
+	}
+
+	envoyPort := testenv.Port(b)
+	cp := xds.New(log, settings.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(envoyPort)})
+	routes, err := kubesource.New(kubeCfg, scheme, log, func(r map[string][]xdsmodel.Route) { cp.RoutesChanged(ctx, r) })
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = routes.Run(ctx) }()
+	autoscaling, err := controller.New(controller.Config{
+		RedisURL: redis.URL(), Retention: time.Hour, RunController: true, Kube: kubeCfg, LeaderElectionNamespace: ns.Name,
+	}, prometheus.NewRegistry(), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = autoscaling.Run(ctx) }()
+	act := activator.New(ctx, activator.Config{Ready: cp.WaitReady, Wake: activation.New(kube).Stamp, Log: log})
+	xdsListener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = cp.Server.Serve(ctx, xdsListener, act.Register) }()
+
+	dir := testenv.Dir(b, "envoy")
+	bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(b), "envoy", "bootstrap.yaml"), dir, xdsListener.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := testenv.Envoy(b, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
+	if err := e.WaitLive(ctx, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/models/bench", envoyPort)
+	m := newModel(b, ctx, kube, ns.Name, cp, url)
+	for i := range wakes + 1 {
+		waitFor(b, "the route at zero", func() bool { return activatorOn(b, e, m.route()) })
+		sent := time.Now()
+		fb := get(b, url)
+		ready, floor := <-m.ready, <-m.direct
+		m.scaleToZero(b)
+		if i == 0 {
+			continue // the first wake also waited for the controller's election
+		}
+		held, direct, total = append(held, fb.Sub(ready)), append(direct, floor), append(total, fb.Sub(sent))
+	}
+	return held, direct, total
+}
+
+// get sends one request and returns when its first byte arrived.
+func get(b *testing.B, url string) time.Time {
+	resp, err := http.Get(url)
+	fb := time.Now()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
+	}
+	return fb
+}
+
+// activatorOn says whether Envoy's route enables the activator.
+func activatorOn(b *testing.B, e *local.Envoy, route string) bool {
+	raw, err := e.Admin(context.Background(), "/config_dump?resource=dynamic_route_configs")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var dump struct {
+		Configs []struct {
+			RouteConfig struct {
+				VirtualHosts []struct {
+					Routes []struct {
+						Name                 string         `json:"name"`
+						TypedPerFilterConfig map[string]any `json:"typed_per_filter_config"`
+					} `json:"routes"`
+				} `json:"virtual_hosts"`
+			} `json:"route_config"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dump); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range dump.Configs {
+		for _, vh := range c.RouteConfig.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Name == route {
+					return r.TypedPerFilterConfig[translate.ExtProcFilterName] != nil
+				}
+			}
+		}
+	}
+	return false
+}
+
+func waitFor(b *testing.B, what string, ok func() bool) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: not after 30s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
