@@ -188,8 +188,10 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// Serve runs the gRPC ADS server on l until ctx ends.
-func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+// Serve runs the gRPC ADS server on l until ctx ends. register adds other
+// services to the same gRPC server, reached through the cluster Envoy's
+// bootstrap already has for xDS.
+func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*grpc.Server)) error {
 	xds := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:     s.onStreamOpen,
 		StreamClosedFunc:   s.onStreamClosed,
@@ -202,6 +204,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcServer, xds)
+	for _, r := range register {
+		r(grpcServer)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- grpcServer.Serve(l) }()
 	s.log.Info("xds server listening", "addr", l.Addr().String())

@@ -23,6 +23,9 @@ type Options struct {
 	// ListenerAddress and ListenerPort are where Envoy takes client traffic.
 	ListenerAddress string `json:"listenerAddress"`
 	ListenerPort    uint32 `json:"listenerPort"`
+	// AccessLogCluster is the bootstrap cluster of the gRPC access-log
+	// service that Envoy streams every request to; "" logs nothing.
+	AccessLogCluster string `json:"accessLogCluster,omitempty"`
 }
 
 // Resources are an environment's Envoy resources by type URL.
