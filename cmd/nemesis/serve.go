@@ -76,7 +76,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logs, err := c.proxyLogFlags.build(pool, reg, log)
+	logs, err := c.proxyLogFlags.build(pool, reg, log, c.XDSListen)
 	if err != nil {
 		return err
 	}
