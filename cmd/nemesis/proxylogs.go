@@ -23,6 +23,7 @@ type proxyLogFlags struct {
 	ProxyLogMemoryRows     int           `help:"Proxy log rows kept in memory while PostgreSQL is unreachable; more wait in the spill folder." default:"200000" env:"NEMESIS_PROXY_LOG_MEMORY_ROWS"`
 	ProxyLogSpillDir       string        `help:"Folder for proxy log rows beyond the memory limit, written when PostgreSQL returns (also across restarts). Default: nemesis-proxy-logs-<xds listen address> in the temporary folder." env:"NEMESIS_PROXY_LOG_SPILL_DIR"`
 	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
+	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 }
@@ -45,7 +46,7 @@ func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log 
 	}
 	sink, err := logsink.New(pool, logsink.Config{
 		BatchSize: f.ProxyLogBatchSize, FlushInterval: f.ProxyLogFlushInterval, MemoryRows: f.ProxyLogMemoryRows,
-		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes,
+		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes, Writers: f.ProxyLogWriters,
 	}, reg, log)
 	if err != nil {
 		return nil, err
@@ -68,6 +69,7 @@ func defaultProxyLogFlags(spillDir string) proxyLogFlags {
 	return proxyLogFlags{
 		AccessLogCluster: "nemesis-xds", ProxyLogBatchSize: sink.BatchSize, ProxyLogFlushInterval: sink.FlushInterval,
 		ProxyLogMemoryRows: sink.MemoryRows, ProxyLogSpillDir: spillDir, ProxyLogSpillMaxBytes: sink.SpillMaxBytes,
+		ProxyLogWriters:   sink.Writers,
 		ProxyLogRetention: 7 * 24 * time.Hour, ProxyLogRetentionEvery: 10 * time.Minute,
 	}
 }

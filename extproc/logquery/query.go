@@ -216,8 +216,11 @@ func (q Query) SQL() (string, []any) {
 		add("request_id = $?", q.RequestID)
 	}
 	if q.After != nil {
+		// Spelt out rather than (timestamp, id) < (t, id) so that the
+		// timestamp bound is an index condition.
 		args = append(args, q.After.Timestamp, q.After.ID)
-		where = append(where, fmt.Sprintf("(timestamp, id) < ($%d, $%d)", len(args)-1, len(args)))
+		t, id := len(args)-1, len(args)
+		where = append(where, fmt.Sprintf("timestamp <= $%d AND (timestamp < $%d OR id < $%d)", t, t, id))
 	}
 	sql := "SELECT " + strings.Join(columns, ", ") + " FROM proxy_logs"
 	if len(where) > 0 {

@@ -53,7 +53,7 @@ func TestSQL(t *testing.T) {
 		"status=0&client_ip=10.213.0.0/16&target_url=http://h/a_b*": {
 			"SELECT * FROM proxy_logs WHERE target_url LIKE $1 AND response_status = $2 AND client_ip <<= $3 ORDER BY timestamp DESC, id DESC LIMIT $4", 4},
 		"client_ip=10.0.0.1&since=2026-01-01T00:00:00Z&cursor=" + (Cursor{Timestamp: time.Unix(5, 1000), ID: 9}).Encode(): {
-			"SELECT * FROM proxy_logs WHERE timestamp >= $1 AND client_ip = $2 AND (timestamp, id) < ($3, $4) ORDER BY timestamp DESC, id DESC LIMIT $5", 5},
+			"SELECT * FROM proxy_logs WHERE timestamp >= $1 AND client_ip = $2 AND timestamp <= $3 AND (timestamp < $3 OR id < $4) ORDER BY timestamp DESC, id DESC LIMIT $5", 5},
 	} {
 		v, _ := url.ParseQuery(query)
 		q, err := Parse(v)

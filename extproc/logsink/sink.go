@@ -35,11 +35,15 @@ type Config struct {
 	SpillDir string
 	// SpillMaxBytes bounds SpillDir; rows beyond it are dropped and counted.
 	SpillMaxBytes int64
+	// Writers is how many batches are written at once, each on its own
+	// connection: PostgreSQL spends most of a COPY maintaining indexes, on
+	// one core per connection.
+	Writers int
 }
 
 // DefaultConfig suits one Envoy fleet of moderate traffic.
 func DefaultConfig() Config {
-	return Config{BatchSize: 5000, FlushInterval: time.Second, MemoryRows: 200_000, SpillMaxBytes: 1 << 30}
+	return Config{BatchSize: 5000, FlushInterval: time.Second, MemoryRows: 200_000, SpillMaxBytes: 1 << 30, Writers: 2}
 }
 
 func (c Config) validate() error {
@@ -52,6 +56,8 @@ func (c Config) validate() error {
 		return errors.New("memory rows must be at least the batch size")
 	case c.SpillDir == "":
 		return errors.New("spill folder must be set")
+	case c.Writers < 1:
+		return errors.New("writers must be at least 1")
 	}
 	return nil
 }
@@ -176,31 +182,35 @@ func (s *Sink) sealLocked(rows []Row) {
 // Run writes batches until ctx ends, then tries a last time and spills what
 // is left, so it is written by the next run.
 func (s *Sink) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := range s.cfg.Writers {
+		// One writer reads the spill folder, oldest file first.
+		wg.Go(func() { s.writer(ctx, i == 0) })
+	}
 	ticker := time.NewTicker(s.cfg.FlushInterval)
 	defer ticker.Stop()
-	for {
-		if !s.drain(ctx) {
-			break
-		}
+	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-		case <-s.wake:
-			continue
 		case <-ticker.C:
 			s.sealOpen()
-			continue
 		}
-		break
 	}
+	wg.Wait()
+
 	s.sealOpen()
 	last, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for {
-		b := s.nextMemory()
-		if b == nil || s.write(last, b) != nil {
+		b := s.takeMemory()
+		if b == nil {
 			break
 		}
-		s.doneMemory()
+		if s.write(last, b) != nil {
+			s.requeue(b)
+			break
+		}
+		s.doneMemory(b)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,6 +223,17 @@ func (s *Sink) Run(ctx context.Context) error {
 	return nil
 }
 
+func (s *Sink) writer(ctx context.Context, spilled bool) {
+	for s.drain(ctx, spilled) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-time.After(s.cfg.FlushInterval):
+		}
+	}
+}
+
 func (s *Sink) sealOpen() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -222,16 +243,21 @@ func (s *Sink) sealOpen() {
 	}
 }
 
-// drain writes queued batches, memory first, retrying each until it is
-// written; it returns false when ctx ended.
-func (s *Sink) drain(ctx context.Context) bool {
+// drain writes queued batches, memory first, then (when spilled) the spill
+// folder's, retrying each until it is written; it returns false when ctx
+// ended.
+func (s *Sink) drain(ctx context.Context, spilled bool) bool {
 	for {
-		if b := s.nextMemory(); b != nil {
+		if b := s.takeMemory(); b != nil {
 			if !s.writeRetrying(ctx, b) {
+				s.requeue(b)
 				return false
 			}
-			s.doneMemory()
+			s.doneMemory(b)
 			continue
+		}
+		if !spilled {
+			return true
 		}
 		b, err := s.spill.oldest()
 		if err != nil {
@@ -253,21 +279,31 @@ func (s *Sink) drain(ctx context.Context) bool {
 	}
 }
 
-func (s *Sink) nextMemory() *batch {
+// takeMemory takes the oldest batch in memory; its rows count against
+// MemoryRows until doneMemory.
+func (s *Sink) takeMemory() *batch {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.memory) == 0 {
 		return nil
 	}
-	return s.memory[0]
-}
-
-func (s *Sink) doneMemory() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.memoryRows -= len(s.memory[0].Rows)
+	b := s.memory[0]
 	s.memory[0] = nil
 	s.memory = s.memory[1:]
+	return b
+}
+
+// requeue puts back a batch that was taken and not written.
+func (s *Sink) requeue(b *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.memory = append([]*batch{b}, s.memory...)
+}
+
+func (s *Sink) doneMemory(b *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.memoryRows -= len(b.Rows)
 }
 
 // writeRetrying writes b, waiting longer between attempts up to 5 s, until
