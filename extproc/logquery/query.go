@@ -33,7 +33,6 @@ type Query struct {
 	MinLatencyMS int          // -1: any
 	Environment  string
 	Route        string
-	RequestID    string
 	Limit        int
 	After        *Cursor
 }
@@ -139,8 +138,6 @@ func Parse(v url.Values) (Query, error) {
 			q.Environment = value
 		case "route":
 			q.Route = value
-		case "request_id":
-			q.RequestID = value
 		case "limit":
 			n, err := strconv.Atoi(value)
 			if err != nil || n < 1 || n > MaxLimit {
@@ -211,9 +208,6 @@ func (q Query) SQL() (string, []any) {
 	}
 	if q.Route != "" {
 		add("route = $?", q.Route)
-	}
-	if q.RequestID != "" {
-		add("request_id = $?", q.RequestID)
 	}
 	if q.After != nil {
 		// Spelt out rather than (timestamp, id) < (t, id) so that the
