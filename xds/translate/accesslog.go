@@ -5,6 +5,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	grpcaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // AccessLogName is the log_name Envoy sends with its entries.
@@ -21,6 +22,7 @@ func buildAccessLog(cluster string) (*accesslogv3.AccessLog, error) {
 				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
 			}},
 			TransportApiVersion: corev3.ApiVersion_V3,
+			BufferSizeBytes:     wrapperspb.UInt32(256 << 10),
 		},
 	})
 	if err != nil {
