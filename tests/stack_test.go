@@ -75,7 +75,9 @@ type stack struct {
 
 func newStack(t *testing.T, serveArgs ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t)), serveArgs: serveArgs}
+	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t))}
+	// A spill folder of the test's own: rows left by another never replay here.
+	s.serveArgs = append([]string{"--proxy-log-spill-dir", testenv.Dir(t, "spill")}, serveArgs...)
 	s.pg, s.dbURL = testenv.Database(t)
 	s.redis = testenv.Redis(t)
 	s.kubeconfig = testenv.KubeConfigFile(t)
