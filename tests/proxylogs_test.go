@@ -224,6 +224,8 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 			t.Fatalf("%s %s served by %s (%s), logged as %s via %s", c.method, c.path, c.backend, addr[c.backend], l.TargetURL, l.UpstreamHost)
 		case l.ClientIP != "127.0.0.1" || l.Environment != s.env || l.Route != s.namespace+"/demo" || l.RequestID == "" || l.LatencyMS == nil:
 			t.Fatalf("row of %s: %+v", c.path, l)
+		case c.backend == slow.name && *l.LatencyMS < 100:
+			t.Fatalf("%s waited 100 ms in the slow backend, logged %d ms", c.path, *l.LatencyMS)
 		}
 		perBackend[l.UpstreamHost]++
 	}
@@ -264,7 +266,7 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 		"environment=elsewhere":                 func(sent, proxyLog) bool { return false },
 		"since=" + mid.Format(time.RFC3339Nano): func(_ sent, l proxyLog) bool { return !l.Timestamp.Before(mid) },
 		"until=" + mid.Format(time.RFC3339Nano): func(_ sent, l proxyLog) bool { return l.Timestamp.Before(mid) },
-		"min_latency_ms=90":                     func(c sent, _ proxyLog) bool { return c.backend == slow.name },
+		"min_latency_ms=90":                     func(_ sent, l proxyLog) bool { return *l.LatencyMS >= 90 },
 	} {
 		t.Run(query, func(t *testing.T) {
 			got, _ := s.logs(query, 1000)
