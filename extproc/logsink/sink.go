@@ -94,7 +94,7 @@ type Sink struct {
 }
 
 // New returns a sink writing through pool, with the batches a previous run
-// left in cfg.SpillDir queued first. Its counters are registered in reg.
+// left in cfg.SpillDir queued. Its counters are registered in reg.
 func New(pool *pgxpool.Pool, cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Sink, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("proxy log sink: %w", err)
@@ -243,39 +243,39 @@ func (s *Sink) sealOpen() {
 	}
 }
 
-// drain writes queued batches, memory first, then (when spilled) the spill
-// folder's, retrying each until it is written; it returns false when ctx
-// ended.
+// drain writes queued batches, retrying each until it is written; it
+// returns false when ctx ended. The writer that reads the spill folder
+// empties it first, so spilled rows do not starve behind steady traffic.
 func (s *Sink) drain(ctx context.Context, spilled bool) bool {
 	for {
-		if b := s.takeMemory(); b != nil {
-			if !s.writeRetrying(ctx, b) {
-				s.requeue(b)
-				return false
+		if spilled {
+			b, err := s.spill.oldest()
+			if err != nil {
+				rows, qerr := s.spill.quarantine()
+				s.dropped.Add(int64(rows))
+				s.log.Error("unreadable spilled batch set aside as .bad; its rows are counted as dropped",
+					"rows", rows, "err", errors.Join(err, qerr))
+				continue
 			}
-			s.doneMemory(b)
-			continue
+			if b != nil {
+				if !s.writeRetrying(ctx, b) {
+					return false
+				}
+				if err := s.spill.remove(b.ID); err != nil {
+					s.log.Error("removing a written spilled batch", "batch", b.ID, "err", err)
+				}
+				continue
+			}
 		}
-		if !spilled {
-			return true
-		}
-		b, err := s.spill.oldest()
-		if err != nil {
-			rows, qerr := s.spill.quarantine()
-			s.dropped.Add(int64(rows))
-			s.log.Error("unreadable spilled batch set aside as .bad; its rows are counted as dropped",
-				"rows", rows, "err", errors.Join(err, qerr))
-			continue
-		}
+		b := s.takeMemory()
 		if b == nil {
 			return true
 		}
 		if !s.writeRetrying(ctx, b) {
+			s.requeue(b)
 			return false
 		}
-		if err := s.spill.remove(b.ID); err != nil {
-			s.log.Error("removing a written spilled batch", "batch", b.ID, "err", err)
-		}
+		s.doneMemory(b)
 	}
 }
 
