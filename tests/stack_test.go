@@ -70,13 +70,14 @@ type stack struct {
 	envoys      []*local.Envoy
 	serve       *local.Process
 	serveListen string
-	serveArgs   []string
+	serveArgs   []string // more flags of nemesis serve
 }
 
-// newStack starts the stack; serveArgs are added to nemesis serve's flags.
 func newStack(t *testing.T, serveArgs ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t)), serveArgs: serveArgs}
+	s := &stack{t: t, env: "e2e-" + strconv.Itoa(testenv.Port(t))}
+	// A spill folder of the test's own: rows left by another never replay here.
+	s.serveArgs = append([]string{"--proxy-log-spill-dir", testenv.Dir(t, "spill")}, serveArgs...)
 	s.pg, s.dbURL = testenv.Database(t)
 	s.redis = testenv.Redis(t)
 	s.kube = kubeClient(t)
@@ -117,12 +118,12 @@ func kubeClient(t *testing.T) client.Client {
 // startServe runs `nemesis serve` and waits until it is ready.
 func (s *stack) startServe() {
 	s.t.Helper()
-	cmd := exec.Command(nemesisBin, "serve",
+	args := append([]string{"serve",
 		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig, "--token", token,
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
-		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug")
-	cmd.Args = append(cmd.Args, s.serveArgs...)
+		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
+	cmd := exec.Command(nemesisBin, args...)
 	s.serve = testenv.Process(s.t, "nemesis-serve", cmd)
 	eventually(s.t, 30*time.Second, "nemesis serve ready", func() error {
 		resp, err := http.Get(s.apiURL + "/readyz")

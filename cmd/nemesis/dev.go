@@ -91,6 +91,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 			RedisURL: rdb.URL(), MetricsToken: token, MetricsRetention: time.Hour, Controller: true,
 			LeaderElectionNamespace: "default",
 		},
+		proxyLogFlags:        defaultProxyLogFlags(filepath.Join(dir, "proxy-logs")),
 		Listen:               c.Listen,
 		XDSListen:            c.XDSListen,
 		EnvoyListenerAddress: "127.0.0.1",

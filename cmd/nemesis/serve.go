@@ -32,6 +32,7 @@ type serveCmd struct {
 	kubeFlags
 	autoscalingFlags
 	activatorFlags
+	proxyLogFlags
 	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
@@ -62,6 +63,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	store := settings.NewStore(pool)
 	cp := xds.New(log.With("component", "xds"), store, translate.Options{
 		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
+		AccessLogCluster: c.AccessLogCluster,
 	})
 	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]model.Route) {
 		cp.RoutesChanged(ctx, r)
@@ -75,6 +77,10 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	logs, err := c.proxyLogFlags.build(pool, reg, log, c.XDSListen)
+	if err != nil {
+		return err
+	}
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
 	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
@@ -83,6 +89,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	api.New(log.With("component", "api"), store, cp).Register(settingsAPI)
 	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
 	mux.Handle("GET /openapi.json", settingsAPI)
+	mux.Handle("GET /proxy/logs", logs.query)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -97,7 +104,9 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register) })
+	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register) })
+	g.Go(func() error { return logs.sink.Run(ctx) })
+	g.Go(func() error { return logs.retention.Run(ctx) })
 	g.Go(func() error {
 		return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
 	})

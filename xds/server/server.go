@@ -188,8 +188,9 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// Serve runs the gRPC ADS server on l until ctx ends; register adds other
-// services Envoy reaches through the same cluster (the activator).
+// Serve runs the gRPC ADS server on l until ctx ends. register adds other
+// services to the same gRPC server, reached through the cluster Envoy's
+// bootstrap already has for xDS.
 func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*grpc.Server)) error {
 	xds := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:     s.onStreamOpen,

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -36,6 +37,13 @@ func buildListener(opts Options) (*listenerv3.Listener, error) {
 			Name:       wellknown.Router,
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
+	}
+	if opts.AccessLogCluster != "" {
+		accessLog, err := buildAccessLog(opts.AccessLogCluster)
+		if err != nil {
+			return nil, err
+		}
+		hcm.AccessLog = []*accesslogv3.AccessLog{accessLog}
 	}
 	hcmAny, err := anypb.New(hcm)
 	if err != nil {

@@ -27,6 +27,9 @@ type Options struct {
 	// HoldTimeout is how long the activator holds a request of a route at
 	// zero whose CustomAutoscaler does not say; DefaultHoldTimeout when 0.
 	HoldTimeout time.Duration `json:"holdTimeout,omitempty"`
+	// AccessLogCluster is the bootstrap cluster of the gRPC access-log
+	// service that Envoy streams every request to; "" logs nothing.
+	AccessLogCluster string `json:"accessLogCluster,omitempty"`
 }
 
 // Resources are an environment's Envoy resources by type URL.

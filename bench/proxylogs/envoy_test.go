@@ -1,0 +1,245 @@
+// Package proxylogs_test measures what proxy logging costs and carries:
+// Envoy with the gRPC access log on against off, the sink's rows per second
+// against a raw COPY of the same rows, and GET /proxy/logs pages on five
+// million rows against an unfiltered newest-first page. Figures are ratios
+// against the baseline measured in the same run.
+//
+//	make bench   # or: go test -run '^$' -bench . -benchtime 1x ./bench/proxylogs
+package proxylogs_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nemesis-ml/nemesis/extproc/accesslog"
+	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/local"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/xds"
+	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/translate"
+)
+
+func TestMain(m *testing.M) { testenv.Run(m) }
+
+const (
+	connections = 32
+	duration    = "3s"
+	rounds      = 5 // off, on, discarded, off, …: drift on a shared machine hits all three
+)
+
+// BenchmarkEnvoyAccessLog: wrk through Envoy to one model, with the access
+// log streaming to the sink (on) and without it (off).
+func BenchmarkEnvoyAccessLog(b *testing.B) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		b.Fatalf("wrk not found (make tools installs it): %v", err)
+	}
+	_, url := testenv.Database(b)
+	pool := openPool(b, url)
+	model := startModel(b)
+	off, _ := startEnvoyStack(b, pool, model, "", nil)
+	on, sink := startEnvoyStack(b, pool, model, "nemesis-xds", nil)
+	// Envoy's own share: entries streamed and decoded, rows thrown away,
+	// as when PostgreSQL runs on another machine than Envoy.
+	discarded, _ := startEnvoyStack(b, pool, model, "nemesis-xds", discard{})
+	for range b.N {
+		var offRes, onRes, discRes []result
+		var ratios, discRatios []float64
+		for range rounds {
+			offRes = append(offRes, run(b, wrk, off))
+			onRes = append(onRes, run(b, wrk, on))
+			// The last rows of a run are written after it: not during the
+			// next one.
+			waitIdle(b, sink)
+			discRes = append(discRes, run(b, wrk, discarded))
+			ratios = append(ratios, onRes[len(onRes)-1].rps/offRes[len(offRes)-1].rps)
+			discRatios = append(discRatios, discRes[len(discRes)-1].rps/offRes[len(offRes)-1].rps)
+		}
+		o, n, d := mean(offRes), mean(onRes), mean(discRes)
+		// The median of each round's ratio: one round disturbed by another
+		// load on the machine moves it least.
+		ratio := median(ratios)
+		b.ReportMetric(ratio, "throughput-ratio")
+		b.ReportMetric(float64(n.p99)/float64(o.p99), "p99-ratio")
+		b.ReportMetric(median(discRatios), "envoy-only-throughput-ratio")
+		b.ReportMetric(0, "ns/op")
+		waitIdle(b, sink)
+		b.Logf("means of %d rounds of %s, wrk -t2 -c%d", rounds, duration, connections)
+		b.Logf("access log off: %.0f req/s p50 %v p99 %v", o.rps, o.p50, o.p99)
+		b.Logf("on, into PostgreSQL on the same cores: %.0f req/s p50 %v p99 %v; median throughput on/off %.3f (goal >= 0.95), p99 on/off %.2f; %d rows written",
+			n.rps, n.p50, n.p99, ratio, float64(n.p99)/float64(o.p99), sink.Stats().Written)
+		b.Logf("on, rows discarded after decoding: %.0f req/s p50 %v p99 %v; median throughput on/off %.3f, p99 on/off %.2f",
+			d.rps, d.p50, d.p99, median(discRatios), float64(d.p99)/float64(o.p99))
+	}
+}
+
+type discard struct{}
+
+func (discard) Add(...logsink.Row) {}
+
+func openPool(b *testing.B, url string) *pgxpool.Pool {
+	pool, err := database.Open(context.Background(), url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	return pool
+}
+
+// startModel runs a stand-in model answering a small JSON body at once.
+func startModel(b *testing.B) model.Endpoint {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"predictions":[{"class":"tabby cat","score":0.93}]}`))
+	})}
+	go func() { _ = srv.Serve(l) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+	return model.Endpoint{Address: "127.0.0.1", Port: uint32(port)}
+}
+
+// startEnvoyStack runs what `nemesis serve` runs for proxy logs (xDS with
+// the access-log service on its gRPC server, the sink) and one Envoy of
+// its own environment, and returns the URL of the model through Envoy.
+// A non-nil rows replaces the sink.
+func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep model.Endpoint, accessLogCluster string, rows accesslog.Sink) (string, *logsink.Sink) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	log := slog.New(slog.DiscardHandler)
+	port := testenv.Port(b)
+	env := fmt.Sprintf("bench-%d", port)
+	cp := xds.New(log, settings.NewStore(pool), translate.Options{
+		ListenerAddress: "127.0.0.1", ListenerPort: uint32(port), AccessLogCluster: accessLogCluster,
+	})
+	cfg := logsink.DefaultConfig()
+	cfg.SpillDir = b.TempDir()
+	sink, err := logsink.New(pool, cfg, prometheus.NewRegistry(), log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = sink.Run(ctx) }()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if rows == nil {
+		rows = sink
+	}
+	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log).Register) }()
+	cp.RoutesChanged(ctx, map[string][]model.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []model.Endpoint{ep}}}})
+
+	dir := testenv.Dir(b, "envoy")
+	bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(b), "envoy", "bootstrap.yaml"), dir, l.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := testenv.Envoy(b, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
+	if err := e.WaitLive(ctx, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	target := fmt.Sprintf("http://127.0.0.1:%d/models/m/predict", port)
+	waitUp(b, target)
+	return target, sink
+}
+
+func waitUp(b *testing.B, u string) {
+	c := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := c.Get(u)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%s not up: %v", u, err)
+		}
+	}
+}
+
+// waitIdle waits until the sink has written what it took.
+func waitIdle(b *testing.B, sink *logsink.Sink) {
+	for deadline := time.Now().Add(60 * time.Second); sink.Stats().Pending > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("sink still has %+v", sink.Stats())
+		}
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+type result struct {
+	rps      float64
+	p50, p99 time.Duration
+}
+
+func mean(rs []result) result {
+	var m result
+	for _, r := range rs {
+		m.rps += r.rps / float64(len(rs))
+		m.p50 += r.p50 / time.Duration(len(rs))
+		m.p99 += r.p99 / time.Duration(len(rs))
+	}
+	return m
+}
+
+var (
+	rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p50Line = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
+	p99Line = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
+	errLine = regexp.MustCompile(`Non-2xx or 3xx responses|Socket errors`)
+)
+
+func run(b *testing.B, wrk, target string) result {
+	b.Helper()
+	out, err := exec.Command(wrk, "-t2", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk %s: %v\n%s", target, err, out)
+	}
+	if errLine.Match(out) {
+		b.Fatalf("wrk saw errors against %s:\n%s", target, out)
+	}
+	m := rpsLine.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("no Requests/sec in wrk output:\n%s", out)
+	}
+	rps, _ := strconv.ParseFloat(string(m[1]), 64)
+	return result{rps: rps, p50: latency(b, p50Line, out), p99: latency(b, p99Line, out)}
+}
+
+func latency(b *testing.B, re *regexp.Regexp, out []byte) time.Duration {
+	m := re.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("no %s in wrk output:\n%s", re, out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
+	return time.Duration(v * float64(unit))
+}

@@ -1,0 +1,231 @@
+// Package logquery serves GET /proxy/logs: proxy_logs rows newest first,
+// filtered, in pages linked by an opaque keyset cursor.
+package logquery
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nemesis-ml/nemesis/internal/httpjson"
+)
+
+// Limits of a page.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// Query is a validated GET /proxy/logs request.
+type Query struct {
+	Since, Until time.Time // zero: unbounded; Since inclusive, Until exclusive
+	TargetURL    string
+	TargetPrefix bool // TargetURL ended in "*"
+	StatusMin    int  // inclusive; StatusMax exclusive; both 0: any
+	StatusMax    int
+	Method       string
+	ClientIP     netip.Prefix // invalid: any
+	MinLatencyMS int          // -1: any
+	Environment  string
+	Route        string
+	Limit        int
+	After        *Cursor
+}
+
+// Cursor is the last row of a page: the next page starts below it.
+type Cursor struct {
+	Timestamp time.Time
+	ID        int64
+}
+
+// Encode returns the cursor as an opaque string.
+func (c Cursor) Encode() string {
+	raw := strconv.FormatInt(c.Timestamp.UnixMicro(), 10) + "." + strconv.FormatInt(c.ID, 10)
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodeCursor(s string) (*Cursor, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	ts, id, ok := strings.Cut(string(raw), ".")
+	if !ok {
+		return nil, fmt.Errorf("no separator")
+	}
+	micros, err1 := strconv.ParseInt(ts, 10, 64)
+	n, err2 := strconv.ParseInt(id, 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("not numbers")
+	}
+	return &Cursor{Timestamp: time.UnixMicro(micros).UTC(), ID: n}, nil
+}
+
+var (
+	methodPattern = regexp.MustCompile(`^[A-Z]{1,10}$`)
+	statusClass   = regexp.MustCompile(`^([1-5])xx$`)
+)
+
+// Parse validates the query string of GET /proxy/logs. Errors are
+// *httpjson.FieldError naming the parameter.
+func Parse(v url.Values) (Query, error) {
+	q := Query{Limit: DefaultLimit, MinLatencyMS: -1}
+	bad := func(field, format string, args ...any) (Query, error) {
+		return Query{}, &httpjson.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+	}
+	for name, values := range v {
+		if len(values) != 1 {
+			return bad(name, "must be given once")
+		}
+		value := values[0]
+		switch name {
+		case "since", "until":
+			t, err := time.Parse(time.RFC3339Nano, value)
+			if err != nil {
+				return bad(name, "must be an RFC 3339 time like 2026-01-02T15:04:05Z")
+			}
+			if name == "since" {
+				q.Since = t.UTC()
+			} else {
+				q.Until = t.UTC()
+			}
+		case "target_url":
+			if value == "" {
+				return bad(name, "must not be empty")
+			}
+			q.TargetURL, q.TargetPrefix = strings.CutSuffix(value, "*")
+		case "status":
+			if m := statusClass.FindStringSubmatch(value); m != nil {
+				c := int(m[1][0]-'0') * 100
+				q.StatusMin, q.StatusMax = c, c+100
+				break
+			}
+			code, err := strconv.Atoi(value)
+			if err != nil || code < 0 || code > 599 {
+				return bad(name, "must be a status code (0 for none) or a class like 5xx")
+			}
+			q.StatusMin, q.StatusMax = code, code+1
+		case "method":
+			if !methodPattern.MatchString(value) {
+				return bad(name, "must be an HTTP method in capitals, like GET")
+			}
+			q.Method = value
+		case "client_ip":
+			p, err := netip.ParsePrefix(value)
+			if err != nil {
+				a, aerr := netip.ParseAddr(value)
+				if aerr != nil {
+					return bad(name, "must be an IP address or a CIDR block")
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			q.ClientIP = p.Masked()
+		case "min_latency_ms":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 0 {
+				return bad(name, "must be a whole number of milliseconds, 0 or more")
+			}
+			q.MinLatencyMS = n
+		case "environment":
+			if value == "" || len(value) > 50 {
+				return bad(name, "must be 1 to 50 characters")
+			}
+			q.Environment = value
+		case "route":
+			q.Route = value
+		case "limit":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > MaxLimit {
+				return bad(name, "must be between 1 and %d", MaxLimit)
+			}
+			q.Limit = n
+		case "cursor":
+			c, err := decodeCursor(value)
+			if err != nil {
+				return bad(name, "is not a cursor this API returned")
+			}
+			q.After = c
+		default:
+			return bad(name, "unknown parameter")
+		}
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return bad("until", "must be after since")
+	}
+	return q, nil
+}
+
+// SQL returns the statement and arguments that select the page, plus one
+// row to tell whether another page follows.
+func (q Query) SQL() (string, []any) {
+	var where []string
+	var args []any
+	add := func(cond string, arg any) {
+		args = append(args, arg)
+		where = append(where, strings.ReplaceAll(cond, "$?", "$"+strconv.Itoa(len(args))))
+	}
+	if !q.Since.IsZero() {
+		add("timestamp >= $?", q.Since)
+	}
+	if !q.Until.IsZero() {
+		add("timestamp < $?", q.Until)
+	}
+	if q.TargetURL != "" {
+		if q.TargetPrefix {
+			add("target_url LIKE $?", likePrefix(q.TargetURL))
+		} else {
+			add("target_url = $?", q.TargetURL)
+		}
+	}
+	if q.StatusMax > 0 {
+		if q.StatusMax-q.StatusMin == 1 {
+			add("response_status = $?", q.StatusMin)
+		} else {
+			add("response_status >= $?", q.StatusMin)
+			add("response_status < $?", q.StatusMax)
+		}
+	}
+	if q.Method != "" {
+		add("http_method = $?", q.Method)
+	}
+	if q.ClientIP.IsValid() {
+		if q.ClientIP.IsSingleIP() {
+			add("client_ip = $?", q.ClientIP.Addr())
+		} else {
+			add("client_ip <<= $?", q.ClientIP)
+		}
+	}
+	if q.MinLatencyMS >= 0 {
+		add("latency_ms >= $?", q.MinLatencyMS)
+	}
+	if q.Environment != "" {
+		add("environment = $?", q.Environment)
+	}
+	if q.Route != "" {
+		add("route = $?", q.Route)
+	}
+	if q.After != nil {
+		// Spelt out rather than (timestamp, id) < (t, id) so that the
+		// timestamp bound is an index condition.
+		args = append(args, q.After.Timestamp, q.After.ID)
+		t, id := len(args)-1, len(args)
+		where = append(where, fmt.Sprintf("timestamp <= $%d AND (timestamp < $%d OR id < $%d)", t, t, id))
+	}
+	sql := "SELECT " + strings.Join(columns, ", ") + " FROM proxy_logs"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, q.Limit+1)
+	sql += fmt.Sprintf(" ORDER BY timestamp DESC, id DESC LIMIT $%d", len(args))
+	return sql, args
+}
+
+// likePrefix escapes LIKE's wildcards in p and appends one.
+func likePrefix(p string) string {
+	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(p) + "%"
+}

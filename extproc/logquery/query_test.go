@@ -1,0 +1,86 @@
+package logquery
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nemesis-ml/nemesis/internal/httpjson"
+)
+
+func TestParseRefusesNamingTheParameter(t *testing.T) {
+	for query, field := range map[string]string{
+		"since=yesterday":  "since",
+		"until=2026-01-01": "until",
+		"since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z": "until",
+		"status=6xx":                             "status",
+		"status=600":                             "status",
+		"status=abc":                             "status",
+		"method=get":                             "method",
+		"client_ip=10.0.0.300":                   "client_ip",
+		"min_latency_ms=-1":                      "min_latency_ms",
+		"limit=0":                                "limit",
+		"limit=1001":                             "limit",
+		"cursor=%21%21":                          "cursor",
+		"cursor=bm90LWEtY3Vyc29y":                "cursor",
+		"environment=" + strings.Repeat("e", 51): "environment",
+		"target_url=":                            "target_url",
+		"colour=blue":                            "colour",
+		"method=GET&method=POST":                 "method",
+	} {
+		v, err := url.ParseQuery(query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Parse(v)
+		var fe *httpjson.FieldError
+		if !errors.As(err, &fe) || fe.Field != field {
+			t.Errorf("%s: error %v, want one naming %q", query, err, field)
+		}
+	}
+}
+
+func TestSQL(t *testing.T) {
+	for query, want := range map[string]struct {
+		sql  string
+		args int
+	}{
+		"": {"SELECT * FROM proxy_logs ORDER BY timestamp DESC, id DESC LIMIT $1", 1},
+		"status=5xx&method=POST&limit=10": {
+			"SELECT * FROM proxy_logs WHERE response_status >= $1 AND response_status < $2 AND http_method = $3 ORDER BY timestamp DESC, id DESC LIMIT $4", 4},
+		"status=0&client_ip=10.213.0.0/16&target_url=http://h/a_b*": {
+			"SELECT * FROM proxy_logs WHERE target_url LIKE $1 AND response_status = $2 AND client_ip <<= $3 ORDER BY timestamp DESC, id DESC LIMIT $4", 4},
+		"client_ip=10.0.0.1&since=2026-01-01T00:00:00Z&cursor=" + (Cursor{Timestamp: time.Unix(5, 1000), ID: 9}).Encode(): {
+			"SELECT * FROM proxy_logs WHERE timestamp >= $1 AND client_ip = $2 AND timestamp <= $3 AND (timestamp < $3 OR id < $4) ORDER BY timestamp DESC, id DESC LIMIT $5", 5},
+	} {
+		v, _ := url.ParseQuery(query)
+		q, err := Parse(v)
+		if err != nil {
+			t.Fatalf("%s: %v", query, err)
+		}
+		sql, args := q.SQL()
+		sql = strings.Replace(sql, strings.Join(columns, ", "), "*", 1)
+		if sql != want.sql || len(args) != want.args {
+			t.Errorf("%s:\n got %s (%d args)\nwant %s (%d args)", query, sql, len(args), want.sql, want.args)
+		}
+		if len(args) > 0 && args[len(args)-1] != q.Limit+1 {
+			t.Errorf("%s: limit argument %v, want %d", query, args[len(args)-1], q.Limit+1)
+		}
+	}
+}
+
+func TestLikePrefixEscapesWildcards(t *testing.T) {
+	if got := likePrefix(`http://h/a_b%c\d`); got != `http://h/a\_b\%c\\d%` {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	c := Cursor{Timestamp: time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC), ID: 42}
+	got, err := decodeCursor(c.Encode())
+	if err != nil || *got != c {
+		t.Fatalf("round trip: %+v %v, want %+v", got, err, c)
+	}
+}

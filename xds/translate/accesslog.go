@@ -1,0 +1,35 @@
+package translate
+
+import (
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	grpcaccesslogv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/grpc/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// AccessLogName is the log_name Envoy sends with its entries.
+const AccessLogName = "nemesis"
+
+// buildAccessLog streams every request of the listener to the access-log
+// service behind cluster. Envoy buffers entries and sends them at least
+// every second, off the request path.
+func buildAccessLog(cluster string) (*accesslogv3.AccessLog, error) {
+	cfg, err := anypb.New(&grpcaccesslogv3.HttpGrpcAccessLogConfig{
+		CommonConfig: &grpcaccesslogv3.CommonGrpcAccessLogConfig{
+			LogName: AccessLogName,
+			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
+			}},
+			TransportApiVersion: corev3.ApiVersion_V3,
+			BufferSizeBytes:     wrapperspb.UInt32(256 << 10),
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &accesslogv3.AccessLog{
+		Name:       "envoy.access_loggers.http_grpc",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: cfg},
+	}, nil
+}
