@@ -1,5 +1,6 @@
 // Package local runs Nemesis's real dependencies (PostgreSQL, Redis, Envoy)
-// as child processes on loopback, for tests and for `nemesis dev`.
+// as child processes on loopback, and network namespaces standing in for
+// pods, for tests and for `nemesis dev`.
 package local
 
 import (
