@@ -162,3 +162,6 @@ func ToolsDir() (string, error) {
 
 // itoa keeps command lines readable.
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// PID is the process's id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
