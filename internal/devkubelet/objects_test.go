@@ -25,9 +25,9 @@ func TestPlan(t *testing.T) {
 		wantStart int
 		wantStop  []string
 	}{
-		"from zero":  {2, nil, 2, nil},
-		"steady":     {2, []replica{r("a", "h", true, 5), r("b", "h", true, 4)}, 0, nil},
-		"to zero":    {0, []replica{r("a", "h", true, 5), r("b", "h", false, 4)}, 0, []string{"b", "a"}},
+		"from zero": {2, nil, 2, nil},
+		"steady":    {2, []replica{r("a", "h", true, 5), r("b", "h", true, 4)}, 0, nil},
+		"to zero":   {0, []replica{r("a", "h", true, 5), r("b", "h", false, 4)}, 0, []string{"b", "a"}},
 		"unready and newest go first": {
 			1, []replica{r("old", "h", true, 9), r("new", "h", true, 1), r("cold", "h", false, 5)}, 0, []string{"cold", "new"},
 		},
