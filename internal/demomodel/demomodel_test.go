@@ -67,7 +67,7 @@ func TestPredictAnswersHandDrawnDigits(t *testing.T) {
 
 	pixels := demomodel.Glyph(3, 1, 0)
 	status, body := post(t, srv.URL+"/predict", map[string]any{"pixels": pixels})
-	if status != http.StatusOK || !strings.Contains(string(body), `"digit": 3`) {
+	if status != http.StatusOK || !strings.Contains(string(body), `"digit":3,`) {
 		t.Fatalf("pixels of a 3: %d %s", status, body)
 	}
 }

@@ -2,10 +2,12 @@ package demomodel
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +27,9 @@ type Config struct {
 	// Workers is how many predictions run at once; the others queue, as on
 	// a model server with a fixed number of inference threads.
 	Workers int
+	// BasePath is where POST <BasePath>/predict is served (at the root when
+	// empty or "/"), so the model answers under the prefix Envoy routes to it.
+	BasePath string
 }
 
 // Server answers POST /predict, GET /ready and GET /healthz.
@@ -73,7 +78,8 @@ func (s *Server) Handler() http.Handler {
 		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
-	mux.HandleFunc("POST /predict", s.predict)
+	base := strings.TrimSuffix(s.cfg.BasePath, "/")
+	mux.HandleFunc("POST "+base+"/predict", s.predict)
 	return mux
 }
 
@@ -108,7 +114,9 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 	}
 	p := model.Predict(img)
 	<-s.workers
-	httpjson.Write(w, http.StatusOK, p)
+	// One line per answer: easy to read in curl and wrk output.
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(p)
 }
 
 func (req request) pixels() ([]float32, error) {
