@@ -167,7 +167,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if c.Demo != "" {
 		_, _ = fmt.Fprintf(w, "  curl -s -d @%s %s\n", filepath.Join(c.Dir, "seven.json"), predict)
 		_, _ = fmt.Fprintf(w, "  wrk -t2 -c32 -d60s -s %s %s    # load: replicas follow response time\n", filepath.Join(c.Dir, "predict.lua"), predict)
-		kubectl := fmt.Sprintf("kubectl --kubeconfig %s -n demo get deploy,pods,customautoscalers -w", filepath.Join(c.Dir, "kubeconfig"))
+		kubectl := fmt.Sprintf("kubectl --kubeconfig %s -n demo get deploy digits -w", filepath.Join(c.Dir, "kubeconfig"))
 		if _, err := exec.LookPath("kubectl"); err != nil {
 			kubectl += "    # kubectl is not installed here: install it to watch"
 		}

@@ -203,7 +203,7 @@ func (p *localPod) probe(ctx context.Context, poke func()) {
 			p.log.Info("pod readiness changed", "ready", ready)
 			poke()
 		}
-		wait := 50 * time.Millisecond
+		wait := 20 * time.Millisecond
 		if ready {
 			wait = time.Second
 		}
