@@ -125,6 +125,10 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 
 	// Stopped explicitly and first, while serve and the API server still
 	// answer, so the pods drain and their objects go.
+	// The pods of an earlier run are gone with its API server: so go their logs.
+	if err := os.RemoveAll(filepath.Join(dir, "pods")); err != nil {
+		return fmt.Errorf("removing old pod logs: %w", err)
+	}
 	log.Info("starting the local runtime", "pods", filepath.Join(dir, "pods"))
 	stopRuntime, err := startLocalRuntime(context.WithoutCancel(ctx), log.With("component", "local-runtime"), devkubelet.Config{
 		Kube: kube.Config, Dir: filepath.Join(dir, "pods"), Controller: "http://" + c.Listen, ControllerToken: token,

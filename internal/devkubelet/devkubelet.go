@@ -247,12 +247,10 @@ func (r *Runtime) reconcile(ctx context.Context) error {
 		errs = append(errs, r.deletePod(ctx, obj, 0))
 	}
 
-	// Statuses, then slices: a leaving pod's processes are stopped only
-	// once the slices say it left.
+	// Slices first, so a pod that turned ready is routed to one write
+	// sooner; a leaving pod's processes are stopped only once the slices
+	// say it left.
 	views := r.views()
-	for _, p := range r.snapshot() {
-		errs = append(errs, r.writeStatus(ctx, p))
-	}
 	slicesErr := r.writeSlices(ctx, services.Items, deploys.Items, epSlices.Items, views)
 	if slicesErr != errStale {
 		errs = append(errs, slicesErr)
@@ -267,6 +265,9 @@ func (r *Runtime) reconcile(ctx context.Context) error {
 				go r.finish(p)
 			}
 		}
+	}
+	for _, p := range r.snapshot() {
+		errs = append(errs, r.writeStatus(ctx, p))
 	}
 	for i := range deploys.Items {
 		d := &deploys.Items[i]
