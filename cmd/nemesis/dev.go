@@ -101,7 +101,9 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		Token:                token,
 		ShutdownGrace:        defaultShutdownGrace,
 	}
-	serveCtx, stopServe := context.WithCancel(ctx)
+	// Stopped by its turn in stops, after the local runtime, so the
+	// sidecars' last samples still reach it.
+	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
 	stops = append(stops, func() error { stopServe(); return <-served })
