@@ -258,7 +258,9 @@ func (r *Runtime) reconcile(ctx context.Context) error {
 	if slicesErr == nil {
 		for _, p := range r.snapshot() {
 			p.mu.Lock()
-			begin := p.terminating && !p.stopping
+			// A pod that failed to start goes once its status said why.
+			shown := p.state.Failed == "" || p.written != nil && p.written.Phase == corev1.PodFailed
+			begin := p.terminating && !p.stopping && shown
 			p.stopping = p.stopping || begin
 			p.mu.Unlock()
 			if begin {
