@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/internal/devkubelet"
 	"github.com/nemesis-ml/nemesis/internal/local"
 )
 
@@ -29,6 +31,7 @@ type devCmd struct {
 	Token          string `help:"Bearer token of the APIs; generated when empty." env:"NEMESIS_TOKEN"`
 	Environment    string `help:"The environment (Envoy node cluster) of the local Envoy." default:"default" env:"NEMESIS_DEV_ENVIRONMENT"`
 	Bootstrap      string `help:"Envoy bootstrap template." default:"envoy/bootstrap.yaml" env:"NEMESIS_ENVOY_BOOTSTRAP"`
+	Demo           string `help:"Manifest of the demo run by the local runtime; empty: no demo." default:"manifests/demo/digits.yaml" env:"NEMESIS_DEV_DEMO"`
 }
 
 func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
@@ -99,7 +102,9 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		Token:                token,
 		ShutdownGrace:        defaultShutdownGrace,
 	}
-	serveCtx, stopServe := context.WithCancel(ctx)
+	// Stopped by its turn in stops, after the local runtime, so the
+	// sidecars' last samples still reach it.
+	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
 	served := make(chan error, 1)
 	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
 	stops = append(stops, func() error { stopServe(); return <-served })
@@ -121,6 +126,34 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return err
 	}
 
+	// Stopped explicitly and first, while serve and the API server still
+	// answer, so the pods drain and their objects go.
+	// The pods of an earlier run are gone with its API server: so go their logs.
+	if err := os.RemoveAll(filepath.Join(dir, "pods")); err != nil {
+		return fmt.Errorf("removing old pod logs: %w", err)
+	}
+	log.Info("starting the local runtime", "pods", filepath.Join(dir, "pods"))
+	stopRuntime, err := startLocalRuntime(context.WithoutCancel(ctx), log.With("component", "local-runtime"), devkubelet.Config{
+		Kube: kube.Config, Dir: filepath.Join(dir, "pods"), Controller: "http://" + c.Listen, ControllerToken: token,
+		EndpointDelay: 2 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	stops = append(stops, stopRuntime)
+	if c.Demo != "" {
+		if err := applyDemo(ctx, kube.Config, c.Demo, c.Environment); err != nil {
+			return err
+		}
+		if err := demoFiles(dir); err != nil {
+			return err
+		}
+		log.Info("waiting for the demo model to load")
+		if err := waitDemoReady(ctx, kube.Config, "demo", "digits", 2*time.Minute); err != nil {
+			return err
+		}
+	}
+
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	_, _ = fmt.Fprintf(w, "\nNemesis is running. Ctrl-C stops everything.\n\n")
 	_, _ = fmt.Fprintf(w, "nemesis serve\thttp://%s (/loadbalancer/settings, /openapi.json, /readyz, /metrics)\n", c.Listen)
@@ -131,9 +164,24 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	_, _ = fmt.Fprintf(w, "postgres\t%s\n", pg.URL("nemesis"))
 	_, _ = fmt.Fprintf(w, "redis\t%s\n", rdb.URL())
 	_, _ = fmt.Fprintf(w, "kubernetes\tKUBECONFIG=%s (API %s)\n", kubeconfigPath, kube.Config.Host)
-	_, _ = fmt.Fprintf(w, "logs\t%s\n\n", dir)
-	_, _ = fmt.Fprintf(w, "Try:\n  curl -s http://%s/loadbalancer/settings\n", c.Listen)
-	_, _ = fmt.Fprintf(w, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"policy\":\"least_connections\",\"max_connections\":100,\"timeout_seconds\":30}' 'http://%s/loadbalancer/settings?wait=ack'\n\n", token, c.Listen)
+	_, _ = fmt.Fprintf(w, "logs\t%s (pods: %s)\n", dir, filepath.Join(dir, "pods"))
+	predict := fmt.Sprintf("http://127.0.0.1:%d/models/digits/predict", c.EnvoyPort)
+	if c.Demo != "" {
+		_, _ = fmt.Fprintf(w, "demo model\t%s (namespace demo: Deployment, Service and CustomAutoscaler digits)\n", predict)
+	}
+	_, _ = fmt.Fprintf(w, "\nTry:\n  curl -s http://%s/loadbalancer/settings\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"policy\":\"least_connections\",\"max_connections\":100,\"timeout_seconds\":30}' 'http://%s/loadbalancer/settings?wait=ack'\n", token, c.Listen)
+	if c.Demo != "" {
+		_, _ = fmt.Fprintf(w, "  curl -s -d @%s %s\n", filepath.Join(c.Dir, "seven.json"), predict)
+		_, _ = fmt.Fprintf(w, "  wrk -t2 -c32 -d60s -s %s %s    # load: replicas follow response time\n", filepath.Join(c.Dir, "predict.lua"), predict)
+		kubectl := fmt.Sprintf("kubectl --kubeconfig %s -n demo get deploy digits -w", filepath.Join(c.Dir, "kubeconfig"))
+		if _, err := exec.LookPath("kubectl"); err != nil {
+			kubectl += "    # kubectl is not installed here: install it to watch"
+		}
+		_, _ = fmt.Fprintf(w, "  %s\n", kubectl)
+		_, _ = fmt.Fprintf(w, "  curl -s http://%s/proxy/logs\n", c.Listen)
+	}
+	_, _ = fmt.Fprintln(w)
 	_ = w.Flush()
 
 	select {

@@ -34,11 +34,12 @@ func (f logFlags) logger() *slog.Logger {
 
 type cli struct {
 	logFlags
-	Serve   serveCmd   `cmd:"" help:"Run the control plane: HTTP APIs, health and metrics."`
-	Migrate migrateCmd `cmd:"" help:"Apply pending database migrations and exit."`
-	Dev     devCmd     `cmd:"" help:"Run the whole stack on this machine: PostgreSQL, Redis, kube-apiserver, serve and Envoy."`
-	Sidecar sidecarCmd `cmd:"" help:"Run in a model pod: proxy to the model, meter the pod, push samples to the controller."`
-	Version versionCmd `cmd:"" help:"Print the version."`
+	Serve     serveCmd     `cmd:"" help:"Run the control plane: HTTP APIs, health and metrics."`
+	Migrate   migrateCmd   `cmd:"" help:"Apply pending database migrations and exit."`
+	Dev       devCmd       `cmd:"" help:"Run the whole stack on this machine: PostgreSQL, Redis, kube-apiserver, serve, Envoy, the local runtime and the demo model."`
+	Sidecar   sidecarCmd   `cmd:"" help:"Run in a model pod: proxy to the model, meter the pod, push samples to the controller."`
+	DemoModel demoModelCmd `cmd:"" name:"demo-model" help:"Serve the demo model: a digit classifier trained at start-up, for nemesis dev."`
+	Version   versionCmd   `cmd:"" help:"Print the version."`
 }
 
 type versionCmd struct{}

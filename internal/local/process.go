@@ -1,5 +1,6 @@
 // Package local runs Nemesis's real dependencies (PostgreSQL, Redis, Envoy)
-// as child processes on loopback, for tests and for `nemesis dev`.
+// as child processes on loopback, and network namespaces standing in for
+// pods, for tests and for `nemesis dev`.
 package local
 
 import (
@@ -161,3 +162,6 @@ func ToolsDir() (string, error) {
 
 // itoa keeps command lines readable.
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// PID is the process's id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }

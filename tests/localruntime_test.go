@@ -1,0 +1,178 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/internal/devkubelet"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
+)
+
+const seven = `{"image":["........",".#####..",".....#..","....#...","...#....","...#....","...#....","........"]}`
+
+// The demo model run by the local runtime answers through Envoy, its
+// sidecar's samples reach serve through the pod's relay, and load raises
+// its replicas through a response-time rule without a failed request.
+func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
+	s := newStack(t)
+	s.startEnvoy()
+	ctx := t.Context()
+
+	rt, err := devkubelet.New(devkubelet.Config{
+		Kube: testenv.Kube(t), Node: "e2e-" + strconv.Itoa(testenv.Port(t)), Namespace: s.namespace,
+		Dir: testenv.Dir(t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: token,
+		EndpointDelay: time.Second, Log: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rtCtx, stopRuntime := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(rtCtx) }()
+	t.Cleanup(func() { stopRuntime(); <-done })
+
+	lbls := map[string]string{"app": "digits"}
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace, Labels: map[string]string{devkubelet.LabelLocalRuntime: "true"}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "model", Image: "nemesis", Command: []string{"nemesis", "demo-model"},
+					Args:           []string{"--listen", "127.0.0.1:8080", "--base-path", "/models/digits", "--samples", "20000", "--startup-delay", "1s"},
+					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8080)}}},
+				}}},
+			},
+		},
+	}
+	objs := []client.Object{
+		deploy,
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace},
+			Spec:       corev1.ServiceSpec{Selector: lbls, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+		},
+		&v1alpha1.CustomAutoscaler{
+			ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace},
+			Spec: v1alpha1.CustomAutoscalerSpec{
+				ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "digits"},
+				MinReplicas:    1, MaxReplicas: 3,
+				Route: &v1alpha1.Route{Environment: s.env, PathPrefix: "/models/digits", Service: "digits", Port: 80},
+				Rules: []v1alpha1.ScalingRule{{ID: "slow", Action: v1alpha1.ActionIncreaseInstances, WindowSeconds: 5, Thresholds: []v1alpha1.Threshold{
+					{MetricType: v1alpha1.MetricAverageResponseTime, Operator: v1alpha1.OperatorGreaterThan, Value: 20},
+				}}},
+			},
+		},
+	}
+	for _, o := range objs {
+		if err := s.kube.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	url := fmt.Sprintf("http://127.0.0.1:%d/models/digits/predict", s.envoyPort)
+	var pod string
+	eventually(t, 60*time.Second, "a prediction through envoy", func() error {
+		code, body, err := post(http.DefaultClient, url)
+		if err != nil || code != http.StatusOK || !strings.Contains(body, `"digit":7,`) {
+			return fmt.Errorf("%d %q %v", code, body, err)
+		}
+		var pods corev1.PodList
+		if err := s.kube.List(ctx, &pods, client.InNamespace(s.namespace)); err != nil || len(pods.Items) != 1 {
+			return fmt.Errorf("pods: %v %v", len(pods.Items), err)
+		}
+		pod = pods.Items[0].Name
+		return nil
+	})
+	rdb := testenv.RedisClient(t, s.redis)
+	eventually(t, 30*time.Second, "samples of the pod in redis", func() error {
+		n, err := rdb.ZCard(ctx, "podmetric:"+s.namespace+"/"+pod).Result()
+		if err != nil || n == 0 {
+			return fmt.Errorf("%d samples (%v)", n, err)
+		}
+		return nil
+	})
+
+	// Load from 24 clients on the one-worker model: queueing raises the
+	// response time past 20 ms, the rule adds replicas.
+	var failed, sent atomic.Int64
+	var firstFailure atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 24 {
+		wg.Go(func() {
+			c := &http.Client{Timeout: 30 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, body, err := post(c, url)
+				sent.Add(1)
+				if err != nil || code != http.StatusOK {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", code, body, err))
+				}
+			}
+		})
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	var replicas int32
+	for time.Now().Before(deadline) {
+		var d appsv1.Deployment
+		if err := s.kube.Get(ctx, client.ObjectKeyFromObject(deploy), &d); err == nil {
+			replicas = d.Status.ReadyReplicas
+		}
+		if replicas >= 2 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if replicas < 2 {
+		t.Fatalf("ready replicas %d after 90 s of load, want at least 2", replicas)
+	}
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests failed under load; first: %v", failed.Load(), sent.Load(), firstFailure.Load())
+	}
+	// The only rule that adds replicas is the response-time rule.
+	var ca v1alpha1.CustomAutoscaler
+	if err := s.kube.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "digits"}, &ca); err != nil {
+		t.Fatal(err)
+	}
+	if ca.Status.LastScaleTime == nil {
+		t.Fatal("the autoscaler never scaled")
+	}
+	t.Logf("%d requests through envoy under load, none failed; %d ready replicas", sent.Load(), replicas)
+}
+
+func post(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Post(url, "application/json", strings.NewReader(seven))
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
