@@ -190,19 +190,29 @@ type result struct {
 	err                     error
 }
 
-// burst sends n requests at once, each on its own connection, and returns
-// when they were sent and when their answer's first byte arrived.
+// burst sends n GET requests at once, each on its own connection, and
+// returns when they were sent and when their answer's first byte arrived.
 func burst(url string, n int) []result {
+	return burstOf(n, func() (*http.Request, error) { return http.NewRequest(http.MethodGet, url, nil) })
+}
+
+// burstOf is burst for requests made by newRequest.
+func burstOf(n int, newRequest func() (*http.Request, error)) []result {
 	out := make([]result, n)
 	var ready, wg sync.WaitGroup
 	ready.Add(1)
 	for i := range n {
 		wg.Go(func() {
 			c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			ready.Wait()
 			r := &out[i]
+			req, err := newRequest()
+			if err != nil {
+				r.err = err
+				return
+			}
+			ready.Wait()
 			r.sent = time.Now()
-			resp, err := c.Get(url)
+			resp, err := c.Do(req)
 			r.firstByte = time.Now()
 			if err != nil {
 				r.err = err

@@ -34,65 +34,27 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 	s := newStack(t)
 	s.startEnvoy()
 	ctx := t.Context()
-
-	rt, err := devkubelet.New(devkubelet.Config{
-		Kube: testenv.Kube(t), Node: "e2e-" + strconv.Itoa(testenv.Port(t)), Namespace: s.namespace,
-		Dir: testenv.Dir(t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: token,
-		EndpointDelay: time.Second, Log: slog.New(slog.DiscardHandler),
+	s.startRuntime(slog.New(slog.DiscardHandler))
+	deploy := s.startDemo(1, "1s", 20000, v1alpha1.CustomAutoscalerSpec{
+		MinReplicas: 1, MaxReplicas: 3,
+		Rules: []v1alpha1.ScalingRule{{ID: "slow", Action: v1alpha1.ActionIncreaseInstances, WindowSeconds: 5, Thresholds: []v1alpha1.Threshold{
+			{MetricType: v1alpha1.MetricAverageResponseTime, Operator: v1alpha1.OperatorGreaterThan, Value: 20},
+		}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rtCtx, stopRuntime := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt.Run(rtCtx) }()
-	t.Cleanup(func() { stopRuntime(); <-done })
-
-	lbls := map[string]string{"app": "digits"}
-	deploy := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace, Labels: map[string]string{devkubelet.LabelLocalRuntime: "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: lbls},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "model", Image: "nemesis", Command: []string{"nemesis", "demo-model"},
-					Args:           []string{"--listen", "127.0.0.1:8080", "--base-path", "/models/digits", "--samples", "20000", "--startup-delay", "1s"},
-					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
-					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8080)}}},
-				}}},
-			},
-		},
-	}
-	objs := []client.Object{
-		deploy,
-		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace},
-			Spec:       corev1.ServiceSpec{Selector: lbls, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
-		},
-		&v1alpha1.CustomAutoscaler{
-			ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace},
-			Spec: v1alpha1.CustomAutoscalerSpec{
-				ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "digits"},
-				MinReplicas:    1, MaxReplicas: 3,
-				Route: &v1alpha1.Route{Environment: s.env, PathPrefix: "/models/digits", Service: "digits", Port: 80},
-				Rules: []v1alpha1.ScalingRule{{ID: "slow", Action: v1alpha1.ActionIncreaseInstances, WindowSeconds: 5, Thresholds: []v1alpha1.Threshold{
-					{MetricType: v1alpha1.MetricAverageResponseTime, Operator: v1alpha1.OperatorGreaterThan, Value: 20},
-				}}},
-			},
-		},
-	}
-	for _, o := range objs {
-		if err := s.kube.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/models/digits/predict", s.envoyPort)
+	// Every request Envoy answers must reach /proxy/logs.
+	var answered atomic.Int64
+	send := func(c *http.Client) (int, string, error) {
+		code, body, err := post(c, url)
+		if code != 0 {
+			answered.Add(1)
+		}
+		return code, body, err
+	}
 	var pod string
 	eventually(t, 60*time.Second, "a prediction through envoy", func() error {
-		code, body, err := post(http.DefaultClient, url)
+		code, body, err := send(http.DefaultClient)
 		if err != nil || code != http.StatusOK || !strings.Contains(body, `"digit":7,`) {
 			return fmt.Errorf("%d %q %v", code, body, err)
 		}
@@ -127,7 +89,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 					return
 				default:
 				}
-				code, body, err := post(c, url)
+				code, body, err := send(c)
 				sent.Add(1)
 				if err != nil || code != http.StatusOK {
 					failed.Add(1)
@@ -165,6 +127,14 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 		t.Fatal("the autoscaler never scaled")
 	}
 	t.Logf("%d requests through envoy under load, none failed; %d ready replicas", sent.Load(), replicas)
+
+	want := int(answered.Load())
+	eventually(t, 30*time.Second, "every request of the run in /proxy/logs", func() error {
+		if rows, _ := s.logs("route="+s.namespace+"/digits", 1000); len(rows) != want {
+			return fmt.Errorf("%d rows, want %d", len(rows), want)
+		}
+		return nil
+	})
 }
 
 func post(c *http.Client, url string) (int, string, error) {
@@ -175,4 +145,63 @@ func post(c *http.Client, url string) (int, string, error) {
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
+}
+
+// startRuntime runs the local runtime for the stack's namespace until the
+// test ends, logging to log.
+func (s *stack) startRuntime(log *slog.Logger) {
+	s.t.Helper()
+	rt, err := devkubelet.New(devkubelet.Config{
+		Kube: testenv.Kube(s.t), Node: "e2e-" + strconv.Itoa(testenv.Port(s.t)), Namespace: s.namespace,
+		Dir: testenv.Dir(s.t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: token,
+		EndpointDelay: time.Second, Log: log,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	rtCtx, stopRuntime := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(rtCtx) }()
+	s.t.Cleanup(func() { stopRuntime(); <-done })
+}
+
+// startDemo creates the demo model's Deployment (replicas, start-up delay
+// startup, training samples: more make each prediction slower), its
+// Service and a CustomAutoscaler of spec routing /models/digits to it, and
+// returns the Deployment.
+func (s *stack) startDemo(replicas int32, startup string, samples int, spec v1alpha1.CustomAutoscalerSpec) *appsv1.Deployment {
+	s.t.Helper()
+	lbls := map[string]string{"app": "digits"}
+	deploy := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace, Labels: map[string]string{devkubelet.LabelLocalRuntime: "true"}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "model", Image: "nemesis", Command: []string{"nemesis", "demo-model"},
+					Args:           []string{"--listen", "127.0.0.1:8080", "--base-path", "/models/digits", "--samples", strconv.Itoa(samples), "--startup-delay", startup},
+					Ports:          []corev1.ContainerPort{{ContainerPort: 8080}},
+					ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8080)}}},
+				}}},
+			},
+		},
+	}
+	spec.ScaleTargetRef = v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "digits"}
+	spec.Route = &v1alpha1.Route{Environment: s.env, PathPrefix: "/models/digits", Service: "digits", Port: 80}
+	objs := []client.Object{
+		deploy,
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace},
+			Spec:       corev1.ServiceSpec{Selector: lbls, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
+		},
+		&v1alpha1.CustomAutoscaler{ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace}, Spec: spec},
+	}
+	for _, o := range objs {
+		if err := s.kube.Create(s.t.Context(), o); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	return deploy
 }

@@ -349,7 +349,9 @@ func (r *Runtime) startPod(ctx context.Context, d *appsv1.Deployment, hash strin
 		p.log.Error("starting pod", "err", err)
 		return fmt.Errorf("starting pod %s/%s: %w", obj.Namespace, obj.Name, err)
 	}
-	p.log.Info("pod started", "ip", p.ns.Addr)
+	// setup is the sandbox's share of the pod's start-up: the Pod object,
+	// its network namespace and the processes.
+	p.log.Info("pod started", "ip", p.ns.Addr, "setup", time.Since(p.created))
 	return nil
 }
 
