@@ -130,7 +130,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 
 	want := int(answered.Load())
 	eventually(t, 30*time.Second, "every request of the run in /proxy/logs", func() error {
-		if rows, _ := s.logs("route="+s.namespace+"/digits", 1000); len(rows) != want {
+		if rows, _ := s.logs("environment="+s.env, 1000); len(rows) != want {
 			return fmt.Errorf("%d rows, want %d", len(rows), want)
 		}
 		return nil
