@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/nemesis-ml/nemesis/internal/devkubelet"
 	"github.com/nemesis-ml/nemesis/internal/local"
 )
@@ -87,21 +89,16 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 			return err
 		}
 	}
-	serve := serveCmd{
-		databaseFlags: databaseFlags{DatabaseURL: pg.URL("nemesis")},
-		kubeFlags:     kubeFlags{Kubeconfig: kubeconfigPath},
-		autoscalingFlags: autoscalingFlags{
-			RedisURL: rdb.URL(), MetricsToken: token, MetricsRetention: time.Hour, Controller: true,
-			LeaderElectionNamespace: "default",
-		},
-		proxyLogFlags:        defaultProxyLogFlags(filepath.Join(dir, "proxy-logs")),
-		Listen:               c.Listen,
-		XDSListen:            c.XDSListen,
-		EnvoyListenerAddress: "127.0.0.1",
-		EnvoyListenerPort:    uint32(c.EnvoyPort),
-		Token:                token,
-		ShutdownGrace:        defaultShutdownGrace,
+	serve, err := serveDefaults()
+	if err != nil {
+		return err
 	}
+	serve.DatabaseURL = pg.URL("nemesis")
+	serve.Kubeconfig = kubeconfigPath
+	serve.RedisURL, serve.MetricsToken, serve.LeaderElectionNamespace = rdb.URL(), token, "default"
+	serve.ProxyLogSpillDir = filepath.Join(dir, "proxy-logs")
+	serve.Listen, serve.XDSListen, serve.Token = c.Listen, c.XDSListen, token
+	serve.EnvoyListenerAddress, serve.EnvoyListenerPort = "127.0.0.1", uint32(c.EnvoyPort)
 	// Stopped by its turn in stops, after the local runtime, so the
 	// sidecars' last samples still reach it.
 	serveCtx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
@@ -200,4 +197,18 @@ func randomToken() (string, error) {
 		return "", fmt.Errorf("generating token: %w", err)
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// serveDefaults is serve's configuration as its command line gives it with
+// no flags, so dev runs serve with every default serve itself has.
+func serveDefaults() (serveCmd, error) {
+	var c serveCmd
+	parser, err := kong.New(&c)
+	if err != nil {
+		return c, fmt.Errorf("reading serve's flags: %w", err)
+	}
+	if _, err := parser.Parse(nil); err != nil {
+		return c, fmt.Errorf("reading serve's defaults: %w", err)
+	}
+	return c, nil
 }

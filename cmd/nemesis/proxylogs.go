@@ -61,15 +61,3 @@ func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log 
 		sink: sink, service: accesslog.New(sink, log), query: logquery.New(pool, log), retention: ret,
 	}, nil
 }
-
-// defaultProxyLogFlags are the flags' defaults, for commands that run serve
-// in-process.
-func defaultProxyLogFlags(spillDir string) proxyLogFlags {
-	sink := logsink.DefaultConfig()
-	return proxyLogFlags{
-		AccessLogCluster: "nemesis-xds", ProxyLogBatchSize: sink.BatchSize, ProxyLogFlushInterval: sink.FlushInterval,
-		ProxyLogMemoryRows: sink.MemoryRows, ProxyLogSpillDir: spillDir, ProxyLogSpillMaxBytes: sink.SpillMaxBytes,
-		ProxyLogWriters:   sink.Writers,
-		ProxyLogRetention: 7 * 24 * time.Hour, ProxyLogRetentionEvery: 10 * time.Minute,
-	}
-}

@@ -25,8 +25,6 @@ import (
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
-const defaultShutdownGrace = 20 * time.Second
-
 type serveCmd struct {
 	databaseFlags
 	kubeFlags
