@@ -16,15 +16,14 @@ import (
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nemesis-ml/nemesis/bench/internal/loadgen"
 	"github.com/nemesis-ml/nemesis/extproc/accesslog"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/internal/database"
@@ -60,33 +59,33 @@ func BenchmarkEnvoyAccessLog(b *testing.B) {
 	// as when PostgreSQL runs on another machine than Envoy.
 	discarded, _ := startEnvoyStack(b, pool, model, "nemesis-xds", discard{})
 	for range b.N {
-		var offRes, onRes, discRes []result
+		var offRes, onRes, discRes []loadgen.Result
 		var ratios, discRatios []float64
 		for range rounds {
-			offRes = append(offRes, run(b, wrk, off))
-			onRes = append(onRes, run(b, wrk, on))
+			offRes = append(offRes, loadgen.Run(b, wrk, off, connections, duration))
+			onRes = append(onRes, loadgen.Run(b, wrk, on, connections, duration))
 			// The last rows of a run are written after it: not during the
 			// next one.
 			waitIdle(b, sink)
-			discRes = append(discRes, run(b, wrk, discarded))
-			ratios = append(ratios, onRes[len(onRes)-1].rps/offRes[len(offRes)-1].rps)
-			discRatios = append(discRatios, discRes[len(discRes)-1].rps/offRes[len(offRes)-1].rps)
+			discRes = append(discRes, loadgen.Run(b, wrk, discarded, connections, duration))
+			ratios = append(ratios, onRes[len(onRes)-1].RPS/offRes[len(offRes)-1].RPS)
+			discRatios = append(discRatios, discRes[len(discRes)-1].RPS/offRes[len(offRes)-1].RPS)
 		}
 		o, n, d := mean(offRes), mean(onRes), mean(discRes)
 		// The median of each round's ratio: one round disturbed by another
 		// load on the machine moves it least.
 		ratio := median(ratios)
 		b.ReportMetric(ratio, "throughput-ratio")
-		b.ReportMetric(float64(n.p99)/float64(o.p99), "p99-ratio")
+		b.ReportMetric(float64(n.P99)/float64(o.P99), "p99-ratio")
 		b.ReportMetric(median(discRatios), "envoy-only-throughput-ratio")
 		b.ReportMetric(0, "ns/op")
 		waitIdle(b, sink)
 		b.Logf("means of %d rounds of %s, wrk -t2 -c%d", rounds, duration, connections)
-		b.Logf("access log off: %.0f req/s p50 %v p99 %v", o.rps, o.p50, o.p99)
+		b.Logf("access log off: %.0f req/s p50 %v p99 %v", o.RPS, o.P50, o.P99)
 		b.Logf("on, into PostgreSQL on the same cores: %.0f req/s p50 %v p99 %v; median throughput on/off %.3f (goal >= 0.95), p99 on/off %.2f; %d rows written",
-			n.rps, n.p50, n.p99, ratio, float64(n.p99)/float64(o.p99), sink.Stats().Written)
+			n.RPS, n.P50, n.P99, ratio, float64(n.P99)/float64(o.P99), sink.Stats().Written)
 		b.Logf("on, rows discarded after decoding: %.0f req/s p50 %v p99 %v; median throughput on/off %.3f, p99 on/off %.2f",
-			d.rps, d.p50, d.p99, median(discRatios), float64(d.p99)/float64(o.p99))
+			d.RPS, d.P50, d.P99, median(discRatios), float64(d.P99)/float64(o.P99))
 	}
 }
 
@@ -195,51 +194,12 @@ func median(v []float64) float64 {
 	return s[len(s)/2]
 }
 
-type result struct {
-	rps      float64
-	p50, p99 time.Duration
-}
-
-func mean(rs []result) result {
-	var m result
+func mean(rs []loadgen.Result) loadgen.Result {
+	var m loadgen.Result
 	for _, r := range rs {
-		m.rps += r.rps / float64(len(rs))
-		m.p50 += r.p50 / time.Duration(len(rs))
-		m.p99 += r.p99 / time.Duration(len(rs))
+		m.RPS += r.RPS / float64(len(rs))
+		m.P50 += r.P50 / time.Duration(len(rs))
+		m.P99 += r.P99 / time.Duration(len(rs))
 	}
 	return m
-}
-
-var (
-	rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	p50Line = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
-	p99Line = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
-	errLine = regexp.MustCompile(`Non-2xx or 3xx responses|Socket errors`)
-)
-
-func run(b *testing.B, wrk, target string) result {
-	b.Helper()
-	out, err := exec.Command(wrk, "-t2", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target).CombinedOutput()
-	if err != nil {
-		b.Fatalf("wrk %s: %v\n%s", target, err, out)
-	}
-	if errLine.Match(out) {
-		b.Fatalf("wrk saw errors against %s:\n%s", target, out)
-	}
-	m := rpsLine.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no Requests/sec in wrk output:\n%s", out)
-	}
-	rps, _ := strconv.ParseFloat(string(m[1]), 64)
-	return result{rps: rps, p50: latency(b, p50Line, out), p99: latency(b, p99Line, out)}
-}
-
-func latency(b *testing.B, re *regexp.Regexp, out []byte) time.Duration {
-	m := re.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no %s in wrk output:\n%s", re, out)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
-	return time.Duration(v * float64(unit))
 }

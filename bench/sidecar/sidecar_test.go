@@ -14,11 +14,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/bench/internal/loadgen"
 	"github.com/nemesis-ml/nemesis/internal/testenv"
 	"github.com/nemesis-ml/nemesis/sidecar"
 	"github.com/nemesis-ml/nemesis/sidecar/meter"
@@ -39,57 +38,18 @@ func BenchmarkSidecar(b *testing.B) {
 			model := startModel(b, delay)
 			proxied := startSidecar(b, model)
 			for range b.N {
-				direct := run(b, wrk, model.String()+"/predict")
-				through := run(b, wrk, proxied.String()+"/predict")
-				ratio := through.rps / direct.rps
-				added := through.p99 - direct.p99
+				direct := loadgen.Run(b, wrk, model.String()+"/predict", connections, duration)
+				through := loadgen.Run(b, wrk, proxied.String()+"/predict", connections, duration)
+				ratio := through.RPS / direct.RPS
+				added := through.P99 - direct.P99
 				b.ReportMetric(ratio, "throughput-ratio")
 				b.ReportMetric(float64(added)/float64(time.Millisecond), "added-p99-ms")
 				b.ReportMetric(0, "ns/op") // one wrk run per side is the measurement, not b.N
 				b.Logf("direct %.0f req/s p50 %v p99 %v; through the sidecar %.0f req/s p50 %v p99 %v; throughput ratio %.3f, added p50 %v, added p99 %v",
-					direct.rps, direct.p50, direct.p99, through.rps, through.p50, through.p99, ratio, through.p50-direct.p50, added)
+					direct.RPS, direct.P50, direct.P99, through.RPS, through.P50, through.P99, ratio, through.P50-direct.P50, added)
 			}
 		})
 	}
-}
-
-type result struct {
-	rps      float64
-	p50, p99 time.Duration
-}
-
-var (
-	rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	p50Line = regexp.MustCompile(`\s50%\s+([0-9.]+)(us|ms|s)`)
-	p99Line = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
-	errLine = regexp.MustCompile(`Non-2xx or 3xx responses|Socket errors`)
-)
-
-func run(b *testing.B, wrk, target string) result {
-	b.Helper()
-	out, err := exec.Command(wrk, "-t2", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target).CombinedOutput()
-	if err != nil {
-		b.Fatalf("wrk %s: %v\n%s", target, err, out)
-	}
-	if errLine.Match(out) {
-		b.Fatalf("wrk saw errors against %s:\n%s", target, out)
-	}
-	m := rpsLine.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no Requests/sec in wrk output:\n%s", out)
-	}
-	rps, _ := strconv.ParseFloat(string(m[1]), 64)
-	return result{rps: rps, p50: latency(b, p50Line, out), p99: latency(b, p99Line, out)}
-}
-
-func latency(b *testing.B, re *regexp.Regexp, out []byte) time.Duration {
-	m := re.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("no %s in wrk output:\n%s", re, out)
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(m[2])]
-	return time.Duration(v * float64(unit))
 }
 
 // startModel runs a stand-in model server that answers a small JSON
