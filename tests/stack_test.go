@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -34,22 +33,7 @@ import (
 
 var nemesisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nemesis-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	nemesisBin = filepath.Join(dir, "nemesis")
-	build := exec.Command("go", "build", "-o", nemesisBin, "../cmd/nemesis")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building nemesis:", err)
-		os.Exit(1)
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	testenv.Run(m)
-}
+func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
 
 const token = "test-token"
 

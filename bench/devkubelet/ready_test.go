@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -32,20 +31,7 @@ import (
 
 var nemesisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nemesis-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	nemesisBin = filepath.Join(dir, "nemesis")
-	if out, err := exec.Command("go", "build", "-o", nemesisBin, "../../cmd/nemesis").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building nemesis: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	testenv.Run(m)
-}
+func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
 
 const trials = 15
 

@@ -10,9 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,22 +30,7 @@ import (
 
 var nemesisBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nemesis-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	nemesisBin = filepath.Join(dir, "nemesis")
-	build := exec.Command("go", "build", "-o", nemesisBin, "../../cmd/nemesis")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building nemesis:", err)
-		os.Exit(1)
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	testenv.Run(m)
-}
+func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
 
 // samples is a stand-in controller on loopback that records POST /metrics.
 type samples struct {

@@ -33,10 +33,34 @@ const logTail = 16 << 10
 
 // Run runs the package's tests, stops the shared API server and exits.
 func Run(m *testing.M) {
+	os.Exit(run(m))
+}
+
+// RunWithNemesis is Run for packages whose tests start the nemesis binary:
+// it builds the binary first and sets *bin to its path.
+func RunWithNemesis(m *testing.M, bin *string) {
+	dir, err := os.MkdirTemp("", "nemesis-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(dir, "nemesis")
+	build := exec.Command("go", "build", "-o", *bin, "github.com/nemesis-ml/nemesis/cmd/nemesis")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	code := 1
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building nemesis:", err)
+	} else {
+		code = run(m)
+	}
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func run(m *testing.M) int {
 	// controller-runtime complains on stderr when nobody set its logger.
 	ctrllog.SetLogger(logr.Discard())
 	code := m.Run()
-	defer os.Exit(code)
 	kube.mu.Lock()
 	defer kube.mu.Unlock()
 	if kube.server != nil {
@@ -45,6 +69,7 @@ func Run(m *testing.M) {
 		}
 		_ = os.RemoveAll(kube.dir)
 	}
+	return code
 }
 
 // Port returns a free port on 127.0.0.1.
