@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/internal/local"
+	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
 // The start-up delay of the test's model: long enough that every request
@@ -243,35 +244,16 @@ func (s *stack) dump(e *local.Envoy, resource string) string {
 func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
 	s.t.Helper()
 	eventually(s.t, 20*time.Second, fmt.Sprintf("activator on route %s: %v", route, on), func() error {
-		var dump struct {
-			Configs []struct {
-				RouteConfig struct {
-					VirtualHosts []struct {
-						Routes []struct {
-							Name                 string         `json:"name"`
-							TypedPerFilterConfig map[string]any `json:"typed_per_filter_config"`
-						} `json:"routes"`
-					} `json:"virtual_hosts"`
-				} `json:"route_config"`
-			} `json:"configs"`
-		}
-		if err := json.Unmarshal([]byte(s.dump(e, "dynamic_route_configs")), &dump); err != nil {
+		filters, found, err := e.RouteFilters(s.t.Context(), route)
+		switch {
+		case err != nil:
 			return err
+		case !found:
+			return fmt.Errorf("no route %s", route)
+		case slices.Contains(filters, translate.ExtProcFilterName) != on:
+			return fmt.Errorf("route filters %v", filters)
 		}
-		for _, c := range dump.Configs {
-			for _, vh := range c.RouteConfig.VirtualHosts {
-				for _, r := range vh.Routes {
-					if r.Name != route {
-						continue
-					}
-					if _, got := r.TypedPerFilterConfig["envoy.filters.http.ext_proc"]; got != on {
-						return fmt.Errorf("ext_proc enabled: %v", got)
-					}
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("no route %s", route)
+		return nil
 	})
 }
 

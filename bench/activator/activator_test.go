@@ -7,7 +7,6 @@ package activator_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -156,35 +155,11 @@ func get(b *testing.B, url string) time.Time {
 
 // activatorOn says whether Envoy's route enables the activator.
 func activatorOn(b *testing.B, e *local.Envoy, route string) bool {
-	raw, err := e.Admin(context.Background(), "/config_dump?resource=dynamic_route_configs")
+	filters, _, err := e.RouteFilters(context.Background(), route)
 	if err != nil {
 		b.Fatal(err)
 	}
-	var dump struct {
-		Configs []struct {
-			RouteConfig struct {
-				VirtualHosts []struct {
-					Routes []struct {
-						Name                 string         `json:"name"`
-						TypedPerFilterConfig map[string]any `json:"typed_per_filter_config"`
-					} `json:"routes"`
-				} `json:"virtual_hosts"`
-			} `json:"route_config"`
-		} `json:"configs"`
-	}
-	if err := json.Unmarshal([]byte(raw), &dump); err != nil {
-		b.Fatal(err)
-	}
-	for _, c := range dump.Configs {
-		for _, vh := range c.RouteConfig.VirtualHosts {
-			for _, r := range vh.Routes {
-				if r.Name == route {
-					return r.TypedPerFilterConfig[translate.ExtProcFilterName] != nil
-				}
-			}
-		}
-	}
-	return false
+	return slices.Contains(filters, translate.ExtProcFilterName)
 }
 
 func waitFor(b *testing.B, what string, ok func() bool) {

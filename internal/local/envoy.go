@@ -2,13 +2,16 @@ package local
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -143,4 +146,40 @@ func RenderBootstrap(template, dir, xdsAddr string) (string, error) {
 		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
 	}
 	return path, nil
+}
+
+// RouteFilters returns the names of the HTTP filters that the route named
+// route configures for itself (typed_per_filter_config), from the dynamic
+// route configurations Envoy runs; found is false when no route has that
+// name.
+func (e *Envoy) RouteFilters(ctx context.Context, route string) (filters []string, found bool, err error) {
+	raw, err := e.Admin(ctx, "/config_dump?resource=dynamic_route_configs")
+	if err != nil {
+		return nil, false, err
+	}
+	var dump struct {
+		Configs []struct {
+			RouteConfig struct {
+				VirtualHosts []struct {
+					Routes []struct {
+						Name                 string                     `json:"name"`
+						TypedPerFilterConfig map[string]json.RawMessage `json:"typed_per_filter_config"`
+					} `json:"routes"`
+				} `json:"virtual_hosts"`
+			} `json:"route_config"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dump); err != nil {
+		return nil, false, fmt.Errorf("reading envoy's route configurations: %w", err)
+	}
+	for _, c := range dump.Configs {
+		for _, vh := range c.RouteConfig.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Name == route {
+					return slices.Sorted(maps.Keys(r.TypedPerFilterConfig)), true, nil
+				}
+			}
+		}
+	}
+	return nil, false, nil
 }
