@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/internal/local"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -97,7 +98,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 
 	t.Run("idle goes back to zero and the next request wakes it again", func(t *testing.T) {
 		m.idle.Store(true)
-		eventually(t, 45*time.Second, "scaled to zero", func() error {
+		testenv.Eventually(t, 45*time.Second, "scaled to zero", func() error {
 			if r := m.replicas(); r != 0 {
 				return fmt.Errorf("%d replicas", r)
 			}
@@ -165,7 +166,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 // and the status keeps only the latest.
 func (s *stack) waitScaledEvents(m *model, prefix string, n int) {
 	s.t.Helper()
-	eventually(s.t, 10*time.Second, fmt.Sprintf("%d Scaled events %q", n, prefix), func() error {
+	testenv.Eventually(s.t, 10*time.Second, fmt.Sprintf("%d Scaled events %q", n, prefix), func() error {
 		list := &eventsv1.EventList{}
 		if err := s.kube.List(s.t.Context(), list, client.InNamespace(s.namespace)); err != nil {
 			return err
@@ -243,7 +244,7 @@ func (s *stack) dump(e *local.Envoy, resource string) string {
 // activator (at zero) or leaves it disabled (running).
 func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
 	s.t.Helper()
-	eventually(s.t, 20*time.Second, fmt.Sprintf("activator on route %s: %v", route, on), func() error {
+	testenv.Eventually(s.t, 20*time.Second, fmt.Sprintf("activator on route %s: %v", route, on), func() error {
 		filters, found, err := e.RouteFilters(s.t.Context(), route)
 		switch {
 		case err != nil:

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/internal/local"
 	"github.com/nemesis-ml/nemesis/internal/testenv"
 )
 
@@ -260,14 +261,7 @@ func TestStatusListsEnvoysAndAckedVersions(t *testing.T) {
 }
 
 func TestPostgresDownRefusesChangesAndEnvoyKeepsServing(t *testing.T) {
-	s := newStack(t)
-	host := testenv.NewHost(t)
-	backends := startBackends(t, host, "a", "b")
-	s.publish("demo", "/models/demo", backends)
-	envoy := s.startEnvoy()
-	s.waitHosts(envoy, s.namespace+"/demo", 2)
-	s.mustPut("random", 10, 5)
-	url := fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort)
+	s, envoy, url := servingStack(t)
 
 	if err := s.pg.Stop(); err != nil {
 		t.Fatal(err)
@@ -284,7 +278,7 @@ func TestPostgresDownRefusesChangesAndEnvoyKeepsServing(t *testing.T) {
 	if err := s.pg.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "PUT after PostgreSQL returned", func() error {
+	testenv.Eventually(t, 30*time.Second, "PUT after PostgreSQL returned", func() error {
 		code, body := s.put(fmt.Sprintf(`{"environment":%q,"policy":"least_connections","max_connections":10,"timeout_seconds":5}`, s.env))
 		if code != http.StatusOK {
 			return fmt.Errorf("%d %s", code, body)
@@ -297,14 +291,7 @@ func TestPostgresDownRefusesChangesAndEnvoyKeepsServing(t *testing.T) {
 }
 
 func TestServeRestartEnvoyKeepsServingAndReconnects(t *testing.T) {
-	s := newStack(t)
-	host := testenv.NewHost(t)
-	backends := startBackends(t, host, "a", "b")
-	s.publish("demo", "/models/demo", backends)
-	envoy := s.startEnvoy()
-	s.waitHosts(envoy, s.namespace+"/demo", 2)
-	s.mustPut("random", 10, 5)
-	url := fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort)
+	s, envoy, url := servingStack(t)
 
 	if err := s.serve.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
@@ -318,4 +305,18 @@ func TestServeRestartEnvoyKeepsServingAndReconnects(t *testing.T) {
 		t.Fatalf("change after restart did not apply:\n%s", dump)
 	}
 	sequence(t, url, 20)
+}
+
+// servingStack is a stack whose Envoy serves /models/demo from two
+// backends with the random policy; it returns the stack, the Envoy and the
+// model's URL through it.
+func servingStack(t *testing.T) (*stack, *local.Envoy, string) {
+	t.Helper()
+	s := newStack(t)
+	backends := startBackends(t, testenv.NewHost(t), "a", "b")
+	s.publish("demo", "/models/demo", backends)
+	envoy := s.startEnvoy()
+	s.waitHosts(envoy, s.namespace+"/demo", 2)
+	s.mustPut("random", 10, 5)
+	return s, envoy, fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort)
 }

@@ -53,7 +53,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 		return code, body, err
 	}
 	var pod string
-	eventually(t, 60*time.Second, "a prediction through envoy", func() error {
+	testenv.Eventually(t, 60*time.Second, "a prediction through envoy", func() error {
 		code, body, err := send(http.DefaultClient)
 		if err != nil || code != http.StatusOK || !strings.Contains(body, `"digit":7,`) {
 			return fmt.Errorf("%d %q %v", code, body, err)
@@ -66,7 +66,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 		return nil
 	})
 	rdb := testenv.RedisClient(t, s.redis)
-	eventually(t, 30*time.Second, "samples of the pod in redis", func() error {
+	testenv.Eventually(t, 30*time.Second, "samples of the pod in redis", func() error {
 		n, err := rdb.ZCard(ctx, "podmetric:"+s.namespace+"/"+pod).Result()
 		if err != nil || n == 0 {
 			return fmt.Errorf("%d samples (%v)", n, err)
@@ -129,7 +129,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 	t.Logf("%d requests through envoy under load, none failed; %d ready replicas", sent.Load(), replicas)
 
 	want := int(answered.Load())
-	eventually(t, 30*time.Second, "every request of the run in /proxy/logs", func() error {
+	testenv.Eventually(t, 30*time.Second, "every request of the run in /proxy/logs", func() error {
 		if rows, _ := s.logs("environment="+s.env, 1000); len(rows) != want {
 			return fmt.Errorf("%d rows, want %d", len(rows), want)
 		}

@@ -32,7 +32,7 @@ const serviceAccount = "system:serviceaccount:nemesis-system:nemesis"
 // strict field validation, and the examples beside it as a dry run: the API
 // server accepts every object as written.
 func TestManifestsApply(t *testing.T) {
-	c := kubeClient(t)
+	c := testenv.KubeClient(t)
 	applyManifests(t, c)
 
 	var deploy appsv1.Deployment
@@ -67,7 +67,7 @@ func TestManifestsApply(t *testing.T) {
 // routes reach Envoy, the controller scales its target and records status,
 // and nothing is forbidden.
 func TestControlPlaneRunsWithItsRole(t *testing.T) {
-	c := kubeClient(t)
+	c := testenv.KubeClient(t)
 	s := newStack(t)
 	host := testenv.NewHost(t)
 	backends := startBackends(t, host, "a")
@@ -94,7 +94,7 @@ func TestControlPlaneRunsWithItsRole(t *testing.T) {
 	}
 	// minReplicas is 1: the controller raises the Deployment through the
 	// scale subresource.
-	eventually(t, 30*time.Second, "deployment scaled to minReplicas", func() error {
+	testenv.Eventually(t, 30*time.Second, "deployment scaled to minReplicas", func() error {
 		if err := c.Get(t.Context(), client.ObjectKeyFromObject(deploy), deploy); err != nil {
 			return err
 		}

@@ -163,7 +163,7 @@ func (s *stack) countLogs(where string) (total, distinct int) {
 // checks that no more arrived.
 func (s *stack) waitLogs(n int, timeout time.Duration) {
 	s.t.Helper()
-	eventually(s.t, timeout, fmt.Sprintf("%d proxy log rows", n), func() error {
+	testenv.Eventually(s.t, timeout, fmt.Sprintf("%d proxy log rows", n), func() error {
 		if got, _ := s.countLogs("true"); got < n {
 			return fmt.Errorf("%d rows", got)
 		}
@@ -290,7 +290,7 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 			t.Fatalf("GET /nowhere: %d %v", code, err)
 		}
 		var got []proxyLog
-		eventually(t, 10*time.Second, "the row of /nowhere", func() error {
+		testenv.Eventually(t, 10*time.Second, "the row of /nowhere", func() error {
 			got, _ = s.logs("target_url="+url.QueryEscape(fmt.Sprintf("http://127.0.0.1:%d/nowhere", s.envoyPort)), 10)
 			if len(got) != 1 {
 				return fmt.Errorf("%d rows", len(got))

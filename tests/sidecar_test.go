@@ -42,7 +42,7 @@ func TestSidecarSamplesReachRedisThroughServe(t *testing.T) {
 		"--meter", "processes", "--meter-pid", strconv.Itoa(os.Getpid())))
 	key := "podmetric:" + s.namespace + "/model-0"
 
-	eventually(t, 20*time.Second, "requests counted in a stored sample", func() error {
+	testenv.Eventually(t, 20*time.Second, "requests counted in a stored sample", func() error {
 		if _, _, err := get(http.DefaultClient, "http://"+listen+"/predict"); err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func TestSidecarSamplesReachRedisThroughServe(t *testing.T) {
 	s.startServe()
 	up := time.Now()
 
-	eventually(t, 20*time.Second, "samples of the outage stored", func() error {
+	testenv.Eventually(t, 20*time.Second, "samples of the outage stored", func() error {
 		times := sampleTimes(t, rdb, key)
 		if len(times) == 0 || times[len(times)-1].Before(up) {
 			return fmt.Errorf("nothing stored after serve came back")

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -64,7 +61,7 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 	s.serveArgs = append([]string{"--proxy-log-spill-dir", testenv.Dir(t, "spill")}, serveArgs...)
 	s.pg, s.dbURL = testenv.Database(t)
 	s.redis = testenv.Redis(t)
-	s.kube = kubeClient(t)
+	s.kube = testenv.KubeClient(t)
 	// serve runs as the manifests' service account, so every flow also
 	// checks that the generated RBAC role grants what it needs.
 	applyManifests(t, s.kube)
@@ -83,22 +80,6 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 	return s
 }
 
-func kubeClient(t *testing.T) client.Client {
-	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(testenv.Kube(t), client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // startServe runs `nemesis serve` and waits until it is ready.
 func (s *stack) startServe() {
 	s.t.Helper()
@@ -109,7 +90,7 @@ func (s *stack) startServe() {
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
 	cmd := exec.Command(nemesisBin, args...)
 	s.serve = testenv.Process(s.t, "nemesis-serve", cmd)
-	eventually(s.t, 30*time.Second, "nemesis serve ready", func() error {
+	testenv.Eventually(s.t, 30*time.Second, "nemesis serve ready", func() error {
 		resp, err := http.Get(s.apiURL + "/readyz")
 		if err != nil {
 			return err
@@ -126,18 +107,7 @@ func (s *stack) startServe() {
 // repository's bootstrap and waits until it is LIVE.
 func (s *stack) startEnvoy() *local.Envoy {
 	s.t.Helper()
-	dir := testenv.Dir(s.t, "envoy")
-	bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(s.t), "envoy", "bootstrap.yaml"), dir, s.xdsAddr)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	e := testenv.Envoy(s.t, local.EnvoyConfig{
-		Bootstrap: bootstrap, Dir: dir,
-		NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env,
-	})
-	if err := e.WaitLive(s.t.Context(), 30*time.Second); err != nil {
-		s.t.Fatal(err)
-	}
+	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, local.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env})
 	s.envoys = append(s.envoys, e)
 	return e
 }
@@ -146,7 +116,7 @@ func (s *stack) startEnvoy() *local.Envoy {
 // connected to nemesis serve.
 func (s *stack) waitConnected(n int) {
 	s.t.Helper()
-	eventually(s.t, 30*time.Second, fmt.Sprintf("%d envoys connected", n), func() error {
+	testenv.Eventually(s.t, 30*time.Second, fmt.Sprintf("%d envoys connected", n), func() error {
 		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
 		var status struct {
 			Environments map[string][]json.RawMessage `json:"environments"`
@@ -309,7 +279,7 @@ func (s *stack) removeSlice(service string, b *backend) {
 // waitHosts waits until Envoy's cluster for the model has exactly n hosts.
 func (s *stack) waitHosts(e *local.Envoy, cluster string, n int) {
 	s.t.Helper()
-	eventually(s.t, 20*time.Second, fmt.Sprintf("%d hosts in %s", n, cluster), func() error {
+	testenv.Eventually(s.t, 20*time.Second, fmt.Sprintf("%d hosts in %s", n, cluster), func() error {
 		out, err := e.Admin(s.t.Context(), "/clusters")
 		if err != nil {
 			return err
@@ -378,21 +348,6 @@ func concurrently(url string, workers, n int) map[string]int {
 	}
 	wg.Wait()
 	return counts
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func decode[T any](t *testing.T, body string) T {

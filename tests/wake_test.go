@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/internal/testenv"
 )
 
 // demoStartup is the demo model's simulated weight loading.
@@ -78,7 +79,7 @@ func TestDemoWakesFromZero(t *testing.T) {
 	}
 	s.waitActivatorOnRoute(envoy, s.namespace+"/digits", false)
 
-	eventually(t, 60*time.Second, "back to zero when idle", func() error {
+	testenv.Eventually(t, 60*time.Second, "back to zero when idle", func() error {
 		if got := replicas(t, s, deploy); got != 0 {
 			return fmt.Errorf("%d replicas", got)
 		}

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -20,15 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
-	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/extproc/activator"
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/kubescheme"
 	"github.com/nemesis-ml/nemesis/internal/local"
 	"github.com/nemesis-ml/nemesis/internal/testenv"
 	"github.com/nemesis-ml/nemesis/xds"
@@ -75,11 +72,8 @@ func measure(b *testing.B) (held, direct, total []time.Duration) {
 	defer pool.Close()
 	redis := testenv.Redis(b)
 	kubeCfg := testenv.Kube(b)
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		b.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := kubescheme.New()
+	if err != nil {
 		b.Fatal(err)
 	}
 	kube, err := client.NewWithWatch(kubeCfg, client.Options{Scheme: scheme})
@@ -112,15 +106,7 @@ func measure(b *testing.B) (held, direct, total []time.Duration) {
 	}
 	go func() { _ = cp.Server.Serve(ctx, xdsListener, act.Register) }()
 
-	dir := testenv.Dir(b, "envoy")
-	bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(b), "envoy", "bootstrap.yaml"), dir, xdsListener.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := testenv.Envoy(b, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
-	if err := e.WaitLive(ctx, 30*time.Second); err != nil {
-		b.Fatal(err)
-	}
+	e := testenv.ProjectEnvoy(b, xdsListener.Addr().String(), local.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/models/bench", envoyPort)
 	m := newModel(b, ctx, kube, ns.Name, cp, url)

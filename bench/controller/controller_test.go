@@ -23,8 +23,6 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -157,14 +155,8 @@ func BenchmarkIngest(b *testing.B) {
 
 func BenchmarkBreachToScale(b *testing.B) {
 	const trials = 100
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
 	kube := testenv.Kube(b)
-	c, err := client.New(kube, client.Options{Scheme: scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := testenv.KubeClient(b)
 	r := testenv.Redis(b)
 	rdb := testenv.RedisClient(b, r)
 	st := store.New(rdb, time.Hour)

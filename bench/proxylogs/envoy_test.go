@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -149,15 +148,7 @@ func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep model.Endpoint, access
 	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log).Register) }()
 	cp.RoutesChanged(ctx, map[string][]model.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []model.Endpoint{ep}}}})
 
-	dir := testenv.Dir(b, "envoy")
-	bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(b), "envoy", "bootstrap.yaml"), dir, l.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := testenv.Envoy(b, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
-	if err := e.WaitLive(ctx, 30*time.Second); err != nil {
-		b.Fatal(err)
-	}
+	testenv.ProjectEnvoy(b, l.Addr().String(), local.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
 	target := fmt.Sprintf("http://127.0.0.1:%d/models/m/predict", port)
 	waitUp(b, target)
 	return target, sink

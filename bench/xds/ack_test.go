@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -68,15 +67,7 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 
 	env := "bench"
 	for i := range envoys {
-		dir := testenv.Dir(b, "envoy")
-		bootstrap, err := local.RenderBootstrap(filepath.Join(testenv.RepoRoot(b), "envoy", "bootstrap.yaml"), dir, xdsListener.Addr().String())
-		if err != nil {
-			b.Fatal(err)
-		}
-		e := testenv.Envoy(b, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn"})
-		if err := e.WaitLive(ctx, 30*time.Second); err != nil {
-			b.Fatal(err)
-		}
+		testenv.ProjectEnvoy(b, xdsListener.Addr().String(), local.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn"})
 	}
 
 	policies := []string{"round_robin", "least_connections", "random"}

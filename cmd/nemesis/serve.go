@@ -17,6 +17,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
+	"github.com/nemesis-ml/nemesis/internal/kubescheme"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/api"
 	"github.com/nemesis-ml/nemesis/xds/kubesource"
@@ -44,7 +45,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	scheme, err := newScheme()
+	scheme, err := kubescheme.New()
 	if err != nil {
 		return err
 	}

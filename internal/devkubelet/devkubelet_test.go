@@ -60,7 +60,7 @@ func (s *samples) count(id string) int {
 }
 
 func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
-	kube := kubeClient(t)
+	kube := testenv.KubeClient(t)
 	ctx := testenv.Context(t, 3*time.Minute)
 	ns := namespace(t, kube)
 	controller := &samples{ids: map[string]int{}}
@@ -95,7 +95,7 @@ func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
 	sawLoading := map[string]bool{}
 	var endpoints []discoveryv1.Endpoint
 	var port int32
-	eventually(t, 60*time.Second, "two ready endpoints", func() error {
+	testenv.Eventually(t, 60*time.Second, "two ready endpoints", func() error {
 		sl, err := slice(ctx, kube, ns, "digits-"+node)
 		if err != nil {
 			return err
@@ -149,11 +149,11 @@ func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
 			t.Errorf("pod %s: phase %s, IP %s, node %s, ready %v, owners %v", name, pod.Status.Phase, pod.Status.PodIP, pod.Spec.NodeName, podReady(&pod), pod.OwnerReferences)
 		}
 	}
-	eventually(t, 30*time.Second, "deployment status 2/2", func() error {
+	testenv.Eventually(t, 30*time.Second, "deployment status 2/2", func() error {
 		return deploymentStatus(ctx, kube, deploy, 2, 2)
 	})
 	// The sidecars reach the controller on this namespace's loopback.
-	eventually(t, 30*time.Second, "samples of both pods", func() error {
+	testenv.Eventually(t, 30*time.Second, "samples of both pods", func() error {
 		for name := range pods {
 			if controller.count(ns+"/"+name) == 0 {
 				return fmt.Errorf("no sample of %s yet", name)
@@ -166,7 +166,7 @@ func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
 	// answer, then the pods, their processes and namespaces are gone.
 	scale(t, ctx, kube, deploy, 0)
 	servedWhileLeaving := false
-	eventually(t, 60*time.Second, "no endpoints", func() error {
+	testenv.Eventually(t, 60*time.Second, "no endpoints", func() error {
 		sl, err := slice(ctx, kube, ns, "digits-"+node)
 		if err != nil {
 			return err
@@ -188,13 +188,13 @@ func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
 		t.Error("no pod answered after it left the endpoints: it was stopped before it left them")
 	}
 	assertGone(t, ctx, kube, ns, pods)
-	eventually(t, 30*time.Second, "deployment status 0/0", func() error {
+	testenv.Eventually(t, 30*time.Second, "deployment status 0/0", func() error {
 		return deploymentStatus(ctx, kube, deploy, 0, 0)
 	})
 
 	// Back to one, then the runtime stops: it leaves nothing behind.
 	scale(t, ctx, kube, deploy, 1)
-	eventually(t, 60*time.Second, "one ready endpoint", func() error {
+	testenv.Eventually(t, 60*time.Second, "one ready endpoint", func() error {
 		sl, err := slice(ctx, kube, ns, "digits-"+node)
 		if err != nil {
 			return err
@@ -212,7 +212,7 @@ func TestDeploymentRunsAsLocalPodsBehindTheirEndpointSlice(t *testing.T) {
 }
 
 func TestPodDeletedThroughTheAPIIsReplaced(t *testing.T) {
-	kube := kubeClient(t)
+	kube := testenv.KubeClient(t)
 	ctx := testenv.Context(t, 2*time.Minute)
 	ns := namespace(t, kube)
 	deploy := demoDeployment(ns, 1, 0)
@@ -235,7 +235,7 @@ func TestPodDeletedThroughTheAPIIsReplaced(t *testing.T) {
 }
 
 func TestTemplateWithoutCommandFailsAndIsRetriedWithoutSpinning(t *testing.T) {
-	kube := kubeClient(t)
+	kube := testenv.KubeClient(t)
 	ctx := testenv.Context(t, time.Minute)
 	ns := namespace(t, kube)
 	deploy := demoDeployment(ns, 1, 0)

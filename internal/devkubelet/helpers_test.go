@@ -23,15 +23,6 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/testenv"
 )
 
-func kubeClient(t *testing.T) client.Client {
-	t.Helper()
-	c, err := client.New(testenv.Kube(t), client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func namespace(t *testing.T, kube client.Client) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "devkubelet-"}}
@@ -39,21 +30,6 @@ func namespace(t *testing.T, kube client.Client) string {
 		t.Fatal(err)
 	}
 	return ns.Name
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func slice(ctx context.Context, kube client.Client, ns, name string) (*discoveryv1.EndpointSlice, error) {
@@ -95,7 +71,7 @@ func scale(t *testing.T, ctx context.Context, kube client.Client, d *appsv1.Depl
 func readyPod(t *testing.T, ctx context.Context, kube client.Client, ns, skip string) *corev1.Pod {
 	t.Helper()
 	var found *corev1.Pod
-	eventually(t, 60*time.Second, "a ready pod", func() error {
+	testenv.Eventually(t, 60*time.Second, "a ready pod", func() error {
 		var pods corev1.PodList
 		if err := kube.List(ctx, &pods, client.InNamespace(ns)); err != nil {
 			return err
@@ -117,7 +93,7 @@ func readyPod(t *testing.T, ctx context.Context, kube client.Client, ns, skip st
 func assertGone(t *testing.T, ctx context.Context, kube client.Client, ns string, pods map[string]string) {
 	t.Helper()
 	for name, ip := range pods {
-		eventually(t, 30*time.Second, "pod "+name+" deleted", func() error {
+		testenv.Eventually(t, 30*time.Second, "pod "+name+" deleted", func() error {
 			err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Pod{})
 			if apierrors.IsNotFound(err) {
 				return nil

@@ -23,9 +23,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/kubescheme"
 	"github.com/nemesis-ml/nemesis/internal/local"
 )
 
@@ -233,6 +235,24 @@ func Envoy(t testing.TB, cfg local.EnvoyConfig) *local.Envoy {
 	return e
 }
 
+// ProjectEnvoy starts an Envoy on the repository's bootstrap
+// (envoy/bootstrap.yaml), connected to the xDS server at xdsAddr, with
+// cfg's node id, cluster and log level, and waits until it is LIVE.
+func ProjectEnvoy(t testing.TB, xdsAddr string, cfg local.EnvoyConfig) *local.Envoy {
+	t.Helper()
+	cfg.Dir = Dir(t, "envoy")
+	bootstrap, err := local.RenderBootstrap(filepath.Join(RepoRoot(t), "envoy", "bootstrap.yaml"), cfg.Dir, xdsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Bootstrap = bootstrap
+	e := Envoy(t, cfg)
+	if err := e.WaitLive(t.Context(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 var kube struct {
 	mu     sync.Mutex
 	server *local.Kube
@@ -380,4 +400,36 @@ func Process(t testing.TB, name string, cmd *exec.Cmd) *local.Process {
 	t.Cleanup(func() { _ = p.Stop(10 * time.Second) })
 	dumpOnFailure(t, func() *local.Process { return p })
 	return p
+}
+
+// KubeClient is a client of the package's API server that knows the
+// built-in types and the CustomAutoscaler.
+func KubeClient(t testing.TB) client.Client {
+	t.Helper()
+	scheme, err := kubescheme.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(Kube(t), client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Eventually calls check until it returns nil, failing the test with
+// check's last error, and what, after timeout.
+func Eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

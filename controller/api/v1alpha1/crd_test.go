@@ -9,8 +9,6 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,22 +17,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Run(m) }
-
-func newClient(t *testing.T) client.Client {
-	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(testenv.Kube(t), client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func namespace(t *testing.T, c client.Client) string {
 	t.Helper()
@@ -66,7 +48,7 @@ func valid(ns string) *v1alpha1.CustomAutoscaler {
 }
 
 func TestAPIServerAcceptsAValidAutoscalerWithDefaults(t *testing.T) {
-	c := newClient(t)
+	c := testenv.KubeClient(t)
 	ns := namespace(t, c)
 	ca := valid(ns)
 	ca.Spec.Route.Environment = ""
@@ -92,7 +74,7 @@ func TestAPIServerAcceptsAValidAutoscalerWithDefaults(t *testing.T) {
 }
 
 func TestAPIServerRefusesInvalidAutoscalers(t *testing.T) {
-	c := newClient(t)
+	c := testenv.KubeClient(t)
 	ns := namespace(t, c)
 	for name, tc := range map[string]struct {
 		mutate func(*v1alpha1.CustomAutoscaler)
@@ -170,7 +152,7 @@ func TestAPIServerRefusesInvalidAutoscalers(t *testing.T) {
 }
 
 func TestDeploymentScalesThroughItsScaleSubresource(t *testing.T) {
-	c := newClient(t)
+	c := testenv.KubeClient(t)
 	ns := namespace(t, c)
 	labels := map[string]string{"app": "resnet"}
 	deploy := &appsv1.Deployment{
