@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/ingest"
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
 	"github.com/nemesis-ml/nemesis/controller/store"
@@ -35,6 +36,8 @@ type Config struct {
 	// Kube reaches the Kubernetes API; needed only with RunController.
 	Kube                    *rest.Config
 	LeaderElectionNamespace string
+	// Activations are the wakes of this process's activator.
+	Activations *activation.Local
 }
 
 // Autoscaling is POST /metrics and the controller, sharing one Redis client.
@@ -63,7 +66,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Autoscaling,
 	}
 	a.mgr, err = reconciler.NewManager(cfg.Kube, reconciler.Options{
 		Store: a.store, Registerer: reg, Log: logr.FromSlogHandler(log.Handler()).WithName("controller"),
-		LeaderElection: true, LeaderElectionNamespace: cfg.LeaderElectionNamespace,
+		LeaderElection: true, LeaderElectionNamespace: cfg.LeaderElectionNamespace, Activations: cfg.Activations,
 	})
 	if err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/internal/local"
 	"github.com/nemesis-ml/nemesis/internal/testenv"
 	"github.com/nemesis-ml/nemesis/xds/translate"
@@ -55,7 +56,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 			if r.err != nil || r.code != http.StatusOK || r.body != "demo" {
 				t.Fatalf("request: %d %q %v", r.code, r.body, r.err)
 			}
-			excess = append(excess, r.firstByte.Sub(r.sent)-ready.Sub(woken))
+			excess = append(excess, r.held()-ready.Sub(woken))
 		}
 		slices.Sort(excess)
 		slices.Sort(afterReady)
@@ -184,13 +185,37 @@ func (s *stack) waitScaledEvents(m *model, prefix string, n int) {
 	})
 }
 
+// waitDecided waits until the controller has evaluated the CustomAutoscaler
+// name of the stack's namespace since its last change, as it has for a model
+// that has been at zero for a while.
+func (s *stack) waitDecided(name string) {
+	s.t.Helper()
+	testenv.Eventually(s.t, 10*time.Second, "autoscaler "+name+" evaluated", func() error {
+		ca := &v1alpha1.CustomAutoscaler{}
+		if err := s.kube.Get(s.t.Context(), client.ObjectKey{Namespace: s.namespace, Name: name}, ca); err != nil {
+			return err
+		}
+		if ca.Status.LastDecision == nil || ca.Status.ObservedGeneration != ca.Generation {
+			return fmt.Errorf("observed generation %d of %d, last decision %v", ca.Status.ObservedGeneration, ca.Generation, ca.Status.LastDecision)
+		}
+		return nil
+	})
+}
+
 type result struct {
-	sent, firstByte         time.Time
+	sent, firstByte time.Time
+	// upstream is Envoy's x-envoy-upstream-service-time: from sending the
+	// request upstream to the model's first byte.
+	upstream                time.Duration
 	code                    int
 	body                    string
 	retryAfter, contentType string
 	err                     error
 }
+
+// held is how long the request waited before Envoy sent it to the model:
+// its whole time less the model's part.
+func (r result) held() time.Duration { return r.firstByte.Sub(r.sent) - r.upstream }
 
 // burst sends n GET requests at once, each on its own connection, and
 // returns when they were sent and when their answer's first byte arrived.
@@ -224,6 +249,9 @@ func burstOf(n int, newRequest func() (*http.Request, error)) []result {
 			body, err := io.ReadAll(resp.Body)
 			r.code, r.body, r.err = resp.StatusCode, string(body), err
 			r.retryAfter, r.contentType = resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type")
+			if ms, err := strconv.Atoi(resp.Header.Get("X-Envoy-Upstream-Service-Time")); err == nil {
+				r.upstream = time.Duration(ms) * time.Millisecond
+			}
 		})
 	}
 	ready.Done()

@@ -24,8 +24,9 @@ type activatorFlags struct {
 }
 
 // newActivator builds the ext_proc activator: it waits on the control
-// plane's ACKs and wakes targets by stamping their CustomAutoscalers.
-func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
+// plane's ACKs and wakes targets by telling this process's controller and
+// stamping their CustomAutoscalers.
+func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, local *activation.Local, reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
 	if f.ActivatorMaxHeld < 1 {
 		return nil, fmt.Errorf("--activator-max-held must be at least 1, got %d", f.ActivatorMaxHeld)
 	}
@@ -38,8 +39,13 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 	go func() {
 		_, _ = c.RESTMapper().RESTMapping(schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "CustomAutoscaler"})
 	}()
+	stamper := activation.New(c)
+	wake := func(ctx context.Context, namespace, name string, at time.Time) error {
+		local.Note(namespace, name, at)
+		return stamper.Stamp(ctx, namespace, name, at)
+	}
 	return activator.New(ctx, activator.Config{
-		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.New(c).Stamp,
+		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: wake,
 		Registerer: reg, Log: log,
 	}), nil
 }

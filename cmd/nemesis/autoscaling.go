@@ -6,6 +6,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/nemesis-ml/nemesis/controller"
+	"github.com/nemesis-ml/nemesis/controller/activation"
 )
 
 type autoscalingFlags struct {
@@ -16,9 +17,9 @@ type autoscalingFlags struct {
 	LeaderElectionNamespace string        `help:"Namespace of the controller's leader-election Lease; empty means the pod's own." env:"NEMESIS_LEADER_ELECTION_NAMESPACE"`
 }
 
-func (f autoscalingFlags) config(kube *rest.Config) controller.Config {
+func (f autoscalingFlags) config(kube *rest.Config, activations *activation.Local) controller.Config {
 	return controller.Config{
 		RedisURL: f.RedisURL, Token: f.MetricsToken, Retention: f.MetricsRetention, RunController: f.Controller,
-		Kube: kube, LeaderElectionNamespace: f.LeaderElectionNamespace,
+		Kube: kube, LeaderElectionNamespace: f.LeaderElectionNamespace, Activations: activations,
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/nemesis-ml/nemesis/controller"
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
@@ -72,7 +73,8 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	reg := httpserver.NewRegistry()
-	autoscaling, err := controller.New(c.autoscalingFlags.config(kubeCfg), reg, log)
+	activations := activation.NewLocal()
+	autoscaling, err := controller.New(c.autoscalingFlags.config(kubeCfg, activations), reg, log)
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,7 @@ func (c serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	})
 	g.Go(func() error { return routes.Run(ctx) })
 	g.Go(func() error { return autoscaling.Run(ctx) })
-	activate, err := c.newActivator(ctx, kubeCfg, scheme, cp, reg, log.With("component", "activator"))
+	activate, err := c.newActivator(ctx, kubeCfg, scheme, cp, activations, reg, log.With("component", "activator"))
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
@@ -37,6 +38,9 @@ type harness struct {
 	store *store.Store
 	rdb   *redis.Client
 	pods  []string
+	// activations is the controller's in-process wakes, as serve's
+	// activator gives them.
+	activations *activation.Local
 }
 
 func (h *harness) redisClient() *redis.Client { return h.rdb }
@@ -46,7 +50,7 @@ func newHarness(t *testing.T, replicas int32, pods int) *harness {
 	c := testenv.KubeClient(t)
 	r := testenv.Redis(t)
 	rdb := testenv.RedisClient(t, r)
-	h := &harness{t: t, c: c, redis: r, rdb: rdb, store: store.New(rdb, time.Hour)}
+	h := &harness{t: t, c: c, redis: r, rdb: rdb, store: store.New(rdb, time.Hour), activations: activation.NewLocal()}
 	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ca-"}}
 	if err := c.Create(ctx, ns); err != nil {
@@ -127,7 +131,7 @@ func (h *harness) start() (stop func()) {
 	mgr, err := reconciler.NewManager(testenv.Kube(h.t), reconciler.Options{
 		Store: h.store, Registerer: prometheus.NewRegistry(), Log: testr.New(h.t),
 		LeaderElection: true, LeaderElectionNamespace: h.ns,
-		Resync: 300 * time.Millisecond, Retry: 300 * time.Millisecond,
+		Resync: 300 * time.Millisecond, Retry: 300 * time.Millisecond, Activations: h.activations,
 	})
 	if err != nil {
 		h.t.Fatal(err)

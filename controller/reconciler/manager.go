@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/controller/store"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
@@ -50,6 +52,9 @@ type Options struct {
 	// Retry is how soon a reconcile that could not reach Redis or the
 	// target tries again (default 2 s).
 	Retry time.Duration
+	// Activations, when set, are the activator's wakes in this process,
+	// acted on without waiting for the annotation to come back.
+	Activations *activation.Local
 }
 
 // NewManager returns a manager running the CustomAutoscaler controller. It
@@ -83,19 +88,30 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	r := &Reconciler{
 		client: mgr.GetClient(), store: opts.Store, recorder: mgr.GetEventRecorder("nemesis-autoscaler"),
 		metrics: newMetrics(opts.Registerer), resync: opts.Resync, retry: opts.Retry, now: time.Now,
+		activations: opts.Activations,
+	}
+	// The reconciler lists pods from the cache; registering their informer
+	// now syncs it with the manager's caches instead of in the first
+	// reconcile, which would delay that autoscaler's first decision (often
+	// a wake from zero) by the whole list.
+	if _, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{}); err != nil {
+		return nil, fmt.Errorf("registering the pod informer: %w", err)
 	}
 	samples := make(chan event.GenericEvent, 1024)
 	if err := mgr.Add(&notifier{store: opts.Store, client: mgr.GetClient(), out: samples, log: opts.Log}); err != nil {
 		return nil, fmt.Errorf("adding sample notifier: %w", err)
 	}
-	err = ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.CustomAutoscaler{}).
-		WatchesRawSource(source.Channel(samples, &handler.EnqueueRequestForObject{})).
-		WithOptions(controller.Options{
-			// The default backoff grows to 16 minutes; an autoscaler must
-			// come back within seconds of Redis or the API server.
-			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, opts.Retry*5),
-		}).
+		WatchesRawSource(source.Channel(samples, &handler.EnqueueRequestForObject{}))
+	if opts.Activations != nil {
+		b = b.WatchesRawSource(source.Channel(opts.Activations.Events(), &handler.EnqueueRequestForObject{}))
+	}
+	err = b.WithOptions(controller.Options{
+		// The default backoff grows to 16 minutes; an autoscaler must
+		// come back within seconds of Redis or the API server.
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, opts.Retry*5),
+	}).
 		Complete(r)
 	if err != nil {
 		return nil, fmt.Errorf("creating customautoscaler controller: %w", err)

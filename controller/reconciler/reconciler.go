@@ -21,6 +21,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
+	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/controller/rules"
@@ -53,6 +54,8 @@ type Reconciler struct {
 	// retry is when to try again after Redis or the API server failed.
 	retry time.Duration
 	now   func() time.Time
+	// activations are this process's activator's wakes; nil when none.
+	activations *activation.Local
 }
 
 // observation is what one reconcile saw of the target.
@@ -92,7 +95,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	in := rules.Input{
 		Now: now, Spec: ca.Spec, Current: obs.scale.Spec.Replicas,
 		Aggregates: r.aggregate(ca, status, obs, now), Recommendations: status.Recommendations, IdleSince: status.IdleSince,
-		Activation: activation(ca),
+		Activation: r.activation(ca),
 	}
 	if status.LastScaleTime != nil {
 		in.LastScaleTime = status.LastScaleTime.Time
@@ -126,6 +129,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	// samples after lastScaleTime count.
 	if !ca.Spec.DryRun {
 		status.LastScaleTime = &metav1.MicroTime{Time: now}
+		if d.Rule == v1alpha1.ActivationRule && d.From == 0 {
+			return r.wake(ctx, ca, status, obs.scale, d, start, result)
+		}
 	}
 	if err := r.updateStatus(ctx, ca, status); err != nil {
 		// Not scaling without the record: a stale cache or another writer
@@ -143,10 +149,34 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := updateScale(ctx, r.client, ca, obs.scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
 	}
+	r.scaled(ctx, ca, d, start)
+	return result, nil
+}
+
+// wake scales a target at zero up for the activator's held requests, and
+// records the decision after: the clients wait on the scale, and this step
+// needs no record first, as it can neither repeat (it sets at least one
+// replica where there were none) nor count samples twice (a target at zero
+// has none). The record is a patch so that a cache lagging behind the
+// object cannot make it conflict; should it fail all the same, the Scaled
+// event still tells.
+func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
+	if err := updateScale(ctx, r.client, ca, scale, d.To); err != nil {
+		return r.scaleFailed(ctx, ca, err)
+	}
+	r.scaled(ctx, ca, d, start)
+	orig := ca.DeepCopy()
+	ca.Status = *status
+	if err := r.client.Status().Patch(ctx, ca, client.MergeFrom(orig)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("recording the activation: %w", err)
+	}
+	return result, nil
+}
+
+func (r *Reconciler) scaled(ctx context.Context, ca *v1alpha1.CustomAutoscaler, d rules.Decision, start time.Time) {
 	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
 	r.recorder.Eventf(ca, nil, corev1.EventTypeNormal, "Scaled", "Scale", "%s %d → %d: %s", d.Action, d.From, d.To, d.Reason)
-	log.Info("scaled", "action", d.Action, "rule", d.Rule, "from", d.From, "to", d.To, "reason", d.Reason)
-	return result, nil
+	logf.FromContext(ctx).Info("scaled", "action", d.Action, "rule", d.Rule, "from", d.From, "to", d.To, "reason", d.Reason)
 }
 
 // observe reads the target's scale, its ready pods and their samples,
@@ -351,11 +381,17 @@ func longestWindow(ca *v1alpha1.CustomAutoscaler) time.Duration {
 	return time.Duration(longest) * time.Second
 }
 
-// activation reads the activator's stamp; a malformed one counts as none.
-func activation(ca *v1alpha1.CustomAutoscaler) time.Time {
+// activation is the latest wake: the activator's stamp (a malformed one
+// counts as none) or, sooner, the one this process's activator noted.
+func (r *Reconciler) activation(ca *v1alpha1.CustomAutoscaler) time.Time {
 	t, err := time.Parse(time.RFC3339Nano, ca.Annotations[v1alpha1.AnnotationActivation])
 	if err != nil {
-		return time.Time{}
+		t = time.Time{}
+	}
+	if r.activations != nil {
+		if local := r.activations.Latest(ca.Namespace, ca.Name); local.After(t) {
+			return local
+		}
 	}
 	return t
 }

@@ -338,9 +338,39 @@ func TestHeldRequestsBlockScaleToZeroAndWakeTheTarget(t *testing.T) {
 	// Without stamps the lease runs out, then the idle period.
 	h.eventually(v1alpha1.ActivationLease+15*time.Second, "scaled to zero after the lease", func() bool { return h.replicas() == 0 })
 
+	woken := time.Now()
 	stamp()
 	h.eventually(10*time.Second, "woken by the activation", func() bool { return h.replicas() == 1 })
 	h.eventually(10*time.Second, "a Scaled event for the activation", func() bool {
 		return h.hasEvent("Scaled", "INCREASE_INSTANCES 0 → 1: activation")
 	})
+	h.eventually(10*time.Second, "the scale recorded in the status", func() bool { return scaledSince(h.get(), woken) })
+}
+
+// A wake noted by the activator of the controller's own process scales the
+// target without the annotation, and is recorded like a stamped one.
+func TestLocalActivationWakesWithoutTheAnnotation(t *testing.T) {
+	h := newHarness(t, 0, 0)
+	h.autoscaler(0, 3, 0, 0, idle)
+	h.start()
+	h.waitObserved()
+	h.steady(time.Second, 0, "nothing asks for the model")
+
+	woken := time.Now()
+	h.activations.Note(h.ns, "model", woken)
+	h.eventually(10*time.Second, "woken by the local activation", func() bool { return h.replicas() == 1 })
+	h.eventually(10*time.Second, "a Scaled event for the activation", func() bool {
+		return h.hasEvent("Scaled", "INCREASE_INSTANCES 0 → 1: activation")
+	})
+	h.eventually(10*time.Second, "the scale recorded in the status", func() bool { return scaledSince(h.get(), woken) })
+	if ca := h.get(); ca.Annotations[v1alpha1.AnnotationActivation] != "" {
+		t.Errorf("annotation %q: the local wake needs none", ca.Annotations[v1alpha1.AnnotationActivation])
+	}
+}
+
+// scaledSince says whether the status records a scale at or after t: the
+// wake is recorded after it scaled, and later holds replace its decision
+// but not its time.
+func scaledSince(ca *v1alpha1.CustomAutoscaler, t time.Time) bool {
+	return ca.Status.LastScaleTime != nil && !ca.Status.LastScaleTime.Time.Before(t)
 }
