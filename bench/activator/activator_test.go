@@ -2,7 +2,9 @@
 // 20 wakes of a model at zero, the time from the model's EndpointSlice
 // turning ready to the held request's first byte, beside the floor measured
 // in the same run: a request sent straight to Envoy as soon as every Envoy
-// has ACKed the endpoint. Run with `make bench`.
+// has ACKed the endpoint; and each wake's whole time held beyond the
+// model's start-up (from the fake kubelet seeing the replica to the slice).
+// Run with `make bench`.
 package activator_test
 
 import (
@@ -47,20 +49,22 @@ const (
 // for the held request and for the straight request after the ACK.
 func BenchmarkWakeLatency(b *testing.B) {
 	for range b.N {
-		held, direct, total := measure(b)
-		fmt.Printf("model start-up %s | wake: held request's first byte − endpoint ready  p50 %6.1f ms  p99 %6.1f ms | straight request after the ACK  p50 %6.1f ms  p99 %6.1f ms | ratio p50 %.2f p99 %.2f | request to first byte p50 %.0f ms\n",
+		held, direct, beyond := measure(b)
+		fmt.Printf("model start-up %s | wake: held request's first byte − endpoint ready  p50 %6.1f ms  p99 %6.1f ms | straight request after the ACK  p50 %6.1f ms  p99 %6.1f ms | ratio p50 %.2f p99 %.2f | held beyond the start-up p50 %.1f ms p99 %.1f ms\n",
 			startup, ms(pct(held, 50)), ms(pct(held, 99)), ms(pct(direct, 50)), ms(pct(direct, 99)),
-			float64(pct(held, 50))/float64(pct(direct, 50)), float64(pct(held, 99))/float64(pct(direct, 99)), ms(pct(total, 50)))
+			float64(pct(held, 50))/float64(pct(direct, 50)), float64(pct(held, 99))/float64(pct(direct, 99)),
+			ms(pct(beyond, 50)), ms(pct(beyond, 99)))
 		b.ReportMetric(ms(pct(held, 50)), "wake-p50-ms")
 		b.ReportMetric(ms(pct(held, 99)), "wake-p99-ms")
 		b.ReportMetric(ms(pct(direct, 99)), "ack-floor-p99-ms")
+		b.ReportMetric(ms(pct(beyond, 99)), "beyond-startup-p99-ms")
 	}
 }
 
 // measure wakes the model 20 times through the whole control plane, in
 // process: settings, Kubernetes routes, the controller, the activator and
 // the xDS server, with one real Envoy.
-func measure(b *testing.B) (held, direct, total []time.Duration) {
+func measure(b *testing.B) (held, direct, beyond []time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
@@ -92,14 +96,18 @@ func measure(b *testing.B) (held, direct, total []time.Duration) {
 		b.Fatal(err)
 	}
 	go func() { _ = routes.Run(ctx) }()
+	// Wired as in nemesis serve: the activator tells the controller of its
+	// own process and stamps the annotation.
+	activations := activation.NewLocal()
 	autoscaling, err := controller.New(controller.Config{
 		RedisURL: redis.URL(), Retention: time.Hour, RunController: true, Kube: kubeCfg, LeaderElectionNamespace: ns.Name,
+		Activations: activations,
 	}, prometheus.NewRegistry(), log)
 	if err != nil {
 		b.Fatal(err)
 	}
 	go func() { _ = autoscaling.Run(ctx) }()
-	act := activator.New(ctx, activator.Config{Ready: cp.WaitReady, Wake: activation.New(kube).Stamp, Log: log})
+	act := activator.New(ctx, activator.Config{Ready: cp.WaitReady, Wake: activation.Wake(activations, activation.New(kube)), Log: log})
 	xdsListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -114,14 +122,15 @@ func measure(b *testing.B) (held, direct, total []time.Duration) {
 		waitFor(b, "the route at zero", func() bool { return activatorOn(b, e, m.route()) })
 		sent := time.Now()
 		fb := get(b, url)
-		ready, floor := <-m.ready, <-m.direct
+		up, ready, floor := <-m.up, <-m.ready, <-m.direct
 		m.scaleToZero(b)
 		if i == 0 {
 			continue // the first wake also waited for the controller's election
 		}
-		held, direct, total = append(held, fb.Sub(ready)), append(direct, floor), append(total, fb.Sub(sent))
+		held, direct = append(held, fb.Sub(ready)), append(direct, floor)
+		beyond = append(beyond, fb.Sub(sent)-ready.Sub(up))
 	}
-	return held, direct, total
+	return held, direct, beyond
 }
 
 // get sends one request and returns when its first byte arrived.

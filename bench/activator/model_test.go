@@ -23,9 +23,9 @@ import (
 )
 
 // model is the Deployment "bench" at zero, its Service and CustomAutoscaler,
-// and a fake kubelet: when the replicas go to 1 it waits the start-up delay
-// and creates the ready EndpointSlice of a server on a test host, sends the
-// slice's time on ready, then waits for every Envoy's ACK of the endpoint
+// and a fake kubelet: when it sees the replicas go to 1 it sends the time on
+// up, waits the start-up delay and creates the ready EndpointSlice of a
+// server on a test host, sends the slice's time on ready, then waits for every Envoy's ACK of the endpoint
 // and sends a request straight to Envoy, whose first byte minus the slice's
 // time goes to direct; when they go to 0 it deletes the slice.
 type model struct {
@@ -33,6 +33,7 @@ type model struct {
 	ns     string
 	cp     *xds.ControlPlane
 	url    string
+	up     chan time.Time
 	ready  chan time.Time
 	direct chan time.Duration
 }
@@ -40,7 +41,7 @@ type model struct {
 func (m *model) route() string { return m.ns + "/bench" }
 
 func newModel(b *testing.B, ctx context.Context, kube client.WithWatch, ns string, cp *xds.ControlPlane, url string) *model {
-	m := &model{kube: kube, ns: ns, cp: cp, url: url, ready: make(chan time.Time, 1), direct: make(chan time.Duration, 1)}
+	m := &model{kube: kube, ns: ns, cp: cp, url: url, up: make(chan time.Time, 1), ready: make(chan time.Time, 1), direct: make(chan time.Duration, 1)}
 	host := testenv.NewHost(b)
 	l := host.Listen(b)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -104,6 +105,7 @@ func newModel(b *testing.B, ctx context.Context, kube client.WithWatch, ns strin
 			switch want := *d.Spec.Replicas > 0; {
 			case want && !up:
 				up = true
+				m.up <- time.Now()
 				time.Sleep(startup)
 				if err := kube.Create(ctx, slice.DeepCopy()); err != nil {
 					if ctx.Err() == nil {

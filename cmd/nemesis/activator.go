@@ -39,13 +39,8 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 	go func() {
 		_, _ = c.RESTMapper().RESTMapping(schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "CustomAutoscaler"})
 	}()
-	stamper := activation.New(c)
-	wake := func(ctx context.Context, namespace, name string, at time.Time) error {
-		local.Note(namespace, name, at)
-		return stamper.Stamp(ctx, namespace, name, at)
-	}
 	return activator.New(ctx, activator.Config{
-		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: wake,
+		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
 		Registerer: reg, Log: log,
 	}), nil
 }

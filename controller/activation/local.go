@@ -1,6 +1,7 @@
 package activation
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -60,3 +61,13 @@ func (l *Local) Latest(namespace, name string) time.Time {
 
 // Events are the reconcile requests of Note, for a channel source.
 func (l *Local) Events() <-chan event.GenericEvent { return l.events }
+
+// Wake returns the activator's Wake for a serve process: it tells the
+// controller of the same process through local, then stamps the annotation
+// through s.
+func Wake(local *Local, s *Stamper) func(ctx context.Context, namespace, name string, at time.Time) error {
+	return func(ctx context.Context, namespace, name string, at time.Time) error {
+		local.Note(namespace, name, at)
+		return s.Stamp(ctx, namespace, name, at)
+	}
+}

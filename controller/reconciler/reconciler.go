@@ -149,7 +149,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := updateScale(ctx, r.client, ca, obs.scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
 	}
-	r.scaled(ctx, ca, d, start)
+	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
+	r.announce(ctx, ca, d)
 	return result, nil
 }
 
@@ -164,17 +165,22 @@ func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, st
 	if err := updateScale(ctx, r.client, ca, scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
 	}
-	r.scaled(ctx, ca, d, start)
+	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
 	orig := ca.DeepCopy()
 	ca.Status = *status
-	if err := r.client.Status().Patch(ctx, ca, client.MergeFrom(orig)); err != nil {
+	err := r.client.Status().Patch(ctx, ca, client.MergeFrom(orig))
+	// After the record: the event names the object's resourceVersion, and
+	// the events library folds events naming the same one into one series,
+	// which would hide this wake under the decision before it.
+	r.announce(ctx, ca, d)
+	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("recording the activation: %w", err)
 	}
 	return result, nil
 }
 
-func (r *Reconciler) scaled(ctx context.Context, ca *v1alpha1.CustomAutoscaler, d rules.Decision, start time.Time) {
-	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
+// announce tells a scale in an event and the log.
+func (r *Reconciler) announce(ctx context.Context, ca *v1alpha1.CustomAutoscaler, d rules.Decision) {
 	r.recorder.Eventf(ca, nil, corev1.EventTypeNormal, "Scaled", "Scale", "%s %d → %d: %s", d.Action, d.From, d.To, d.Reason)
 	logf.FromContext(ctx).Info("scaled", "action", d.Action, "rule", d.Rule, "from", d.From, "to", d.To, "reason", d.Reason)
 }
