@@ -38,6 +38,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 	m := s.newModel("demo", startup, false, 30)
 	url := fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort)
 	s.waitActivatorOnRoute(e, m.key().String(), true)
+	s.waitDecided(m.name)
 
 	var released float64
 	t.Run("50 requests at zero are held and all succeed once the model is ready", func(t *testing.T) {
@@ -72,6 +73,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 			t.Errorf("replicas %d, want >= 1", got)
 		}
 		s.waitScaledEvents(m, "INCREASE_INSTANCES 0 → 1: activation", 1)
+		s.waitScaledSince(m.name, first)
 		released = s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.key().String() + `"}`)
 		if released != 50 {
 			t.Errorf("released %v, want 50", released)
@@ -108,6 +110,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		s.waitActivatorOnRoute(e, m.key().String(), true)
 		m.idle.Store(false)
 		r := burst(url, 1)[0]
+		s.waitScaledSince(m.name, r.sent)
 		if r.err != nil || r.code != http.StatusOK || r.body != "demo" {
 			t.Fatalf("request after idle: %d %q %v", r.code, r.body, r.err)
 		}
@@ -197,6 +200,23 @@ func (s *stack) waitDecided(name string) {
 		}
 		if ca.Status.LastDecision == nil || ca.Status.ObservedGeneration != ca.Generation {
 			return fmt.Errorf("observed generation %d of %d, last decision %v", ca.Status.ObservedGeneration, ca.Generation, ca.Status.LastDecision)
+		}
+		return nil
+	})
+}
+
+// waitScaledSince waits until the status of the CustomAutoscaler name
+// records a scale at or after t: the controller scales a wake first and
+// records it after.
+func (s *stack) waitScaledSince(name string, t time.Time) {
+	s.t.Helper()
+	testenv.Eventually(s.t, 10*time.Second, "a scale of "+name+" recorded", func() error {
+		ca := &v1alpha1.CustomAutoscaler{}
+		if err := s.kube.Get(s.t.Context(), client.ObjectKey{Namespace: s.namespace, Name: name}, ca); err != nil {
+			return err
+		}
+		if last := ca.Status.LastScaleTime; last == nil || last.Time.Before(t) {
+			return fmt.Errorf("last scale at %v", last)
 		}
 		return nil
 	})

@@ -78,6 +78,7 @@ func TestDemoWakesFromZero(t *testing.T) {
 	if got := replicas(t, s, deploy); got < 1 {
 		t.Fatalf("%d replicas after the wake", got)
 	}
+	s.waitScaledSince("digits", first)
 	s.waitActivatorOnRoute(envoy, s.namespace+"/digits", false)
 
 	testenv.Eventually(t, 60*time.Second, "back to zero when idle", func() error {

@@ -37,7 +37,7 @@ const Finalizer = "autoscaler-group.autoscaler/mirrored-rules"
 const conflictRetry = 50 * time.Millisecond
 
 // +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers,verbs=list;watch;update
-// +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers/status,verbs=update
+// +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers/status,verbs=update;patch
 // +kubebuilder:rbac:groups=*,resources=*/scale,verbs=get;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
