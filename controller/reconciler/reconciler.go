@@ -159,8 +159,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // needs no record first, as it can neither repeat (it sets at least one
 // replica where there were none) nor count samples twice (a target at zero
 // has none). The record is a patch so that a cache lagging behind the
-// object cannot make it conflict; should it fail all the same, the Scaled
-// event still tells.
+// object cannot make it conflict; should it fail all the same, the scale
+// is done and the log and the Scaled event still tell.
 func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
 	if err := updateScale(ctx, r.client, ca, scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
