@@ -48,35 +48,13 @@ func (s *stack) newModel(name string, startup time.Duration, never bool, holdSec
 	s.t.Helper()
 	m := &model{s: s, name: name, host: testenv.NewHost(s.t), startup: startup, never: never}
 	ctx := s.t.Context()
-	labels := map[string]string{"app": name}
-	objs := []client.Object{
-		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
-		},
-		&appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To[int32](0),
-				Selector: &metav1.LabelSelector{MatchLabels: labels},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
-				},
-			},
-		},
-		&v1alpha1.CustomAutoscaler{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace},
-			Spec: v1alpha1.CustomAutoscalerSpec{
-				ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
-				MinReplicas:    0, MaxReplicas: 3,
-				Route: &v1alpha1.Route{Environment: s.env, PathPrefix: "/models/" + name, Service: name, Port: 8080},
-				Rules: []v1alpha1.ScalingRule{{ID: "idle", Action: v1alpha1.ActionDecreaseInstancesToZero, WindowSeconds: 2,
-					Thresholds: []v1alpha1.Threshold{{MetricType: v1alpha1.MetricRequestRate, Operator: v1alpha1.OperatorEqualTo, Value: 0}}}},
-				ScaleToZero: &v1alpha1.ScaleToZero{IdlePeriodSeconds: 3, HoldTimeoutSeconds: holdSeconds},
-			},
-		},
-	}
+	objs := testenv.ModelAtZero(s.namespace, name, v1alpha1.CustomAutoscalerSpec{
+		MinReplicas: 0, MaxReplicas: 3,
+		Route: &v1alpha1.Route{Environment: s.env, PathPrefix: "/models/" + name},
+		Rules: []v1alpha1.ScalingRule{{ID: "idle", Action: v1alpha1.ActionDecreaseInstancesToZero, WindowSeconds: 2,
+			Thresholds: []v1alpha1.Threshold{{MetricType: v1alpha1.MetricRequestRate, Operator: v1alpha1.OperatorEqualTo, Value: 0}}}},
+		ScaleToZero: &v1alpha1.ScaleToZero{IdlePeriodSeconds: 3, HoldTimeoutSeconds: holdSeconds},
+	})
 	for _, o := range objs {
 		if err := s.kube.Create(ctx, o); err != nil {
 			s.t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -52,34 +51,12 @@ func newModel(b *testing.B, ctx context.Context, kube client.WithWatch, ns strin
 	_, port, _ := net.SplitHostPort(l.Addr().String())
 	p, _ := strconv.Atoi(port)
 
-	labels := map[string]string{"app": "bench"}
-	for _, o := range []client.Object{
-		&corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: ns},
-			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
-		},
-		&appsv1.Deployment{
-			ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: ns},
-			Spec: appsv1.DeploymentSpec{
-				Replicas: ptr.To[int32](0),
-				Selector: &metav1.LabelSelector{MatchLabels: labels},
-				Template: corev1.PodTemplateSpec{
-					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
-				},
-			},
-		},
-		&v1alpha1.CustomAutoscaler{
-			ObjectMeta: metav1.ObjectMeta{Name: "bench", Namespace: ns},
-			Spec: v1alpha1.CustomAutoscalerSpec{
-				ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: "bench"},
-				MinReplicas:    0, MaxReplicas: 1,
-				Route: &v1alpha1.Route{Environment: env, PathPrefix: "/models/bench", Service: "bench", Port: 8080},
-				Rules: []v1alpha1.ScalingRule{{ID: "never", Action: v1alpha1.ActionIncreaseInstances,
-					Thresholds: []v1alpha1.Threshold{{MetricType: v1alpha1.MetricCPUUsage, Operator: v1alpha1.OperatorGreaterThan, Value: 1e9}}}},
-			},
-		},
-	} {
+	for _, o := range testenv.ModelAtZero(ns, "bench", v1alpha1.CustomAutoscalerSpec{
+		MinReplicas: 0, MaxReplicas: 1,
+		Route: &v1alpha1.Route{Environment: env, PathPrefix: "/models/bench"},
+		Rules: []v1alpha1.ScalingRule{{ID: "never", Action: v1alpha1.ActionIncreaseInstances,
+			Thresholds: []v1alpha1.Threshold{{MetricType: v1alpha1.MetricCPUUsage, Operator: v1alpha1.OperatorGreaterThan, Value: 1e9}}}},
+	}) {
 		if err := kube.Create(ctx, o); err != nil {
 			b.Fatal(err)
 		}

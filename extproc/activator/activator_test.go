@@ -148,12 +148,7 @@ func TestHeldRequestsContinueOnceReadyAndTheWakerStops(t *testing.T) {
 	if got := testutil.ToFloat64(f.a.metrics.released.WithLabelValues("production", "ml/resnet")); got != 5 || f.held() != 0 {
 		t.Errorf("released %v, held %d; want 5 and 0", got, f.held())
 	}
-	// No request is left: the stamps stop.
-	before := f.wakes.Load()
-	time.Sleep(200 * time.Millisecond)
-	if after := f.wakes.Load(); after != before {
-		t.Errorf("stamps went on after the release: %d → %d", before, after)
-	}
+	f.noMoreStamps(t, "after the release") // no request is left
 }
 
 func TestFullQueueRejectsAtOnceAndHoldTimesOut(t *testing.T) {
@@ -187,12 +182,7 @@ func TestFullQueueRejectsAtOnceAndHoldTimesOut(t *testing.T) {
 	if f.held() != 0 {
 		t.Errorf("%d still held", f.held())
 	}
-	// The model nobody waits for is not kept awake.
-	before := f.wakes.Load()
-	time.Sleep(200 * time.Millisecond)
-	if after := f.wakes.Load(); after != before {
-		t.Errorf("stamps went on with nothing held: %d → %d", before, after)
-	}
+	f.noMoreStamps(t, "with nothing held") // a model nobody waits for is not kept awake
 }
 
 func TestClientGoneLeavesTheQueue(t *testing.T) {
@@ -267,5 +257,15 @@ func TestReleaseIsInArrivalOrder(t *testing.T) {
 	}
 	if len(order) != 20 {
 		t.Fatalf("%d released, want 20", len(order))
+	}
+}
+
+// noMoreStamps checks that the activation stamps have stopped.
+func (f *fixture) noMoreStamps(t *testing.T, when string) {
+	t.Helper()
+	before := f.wakes.Load()
+	time.Sleep(200 * time.Millisecond)
+	if after := f.wakes.Load(); after != before {
+		t.Errorf("stamps went on %s: %d → %d", when, before, after)
 	}
 }
