@@ -27,6 +27,7 @@ func BenchmarkSink(b *testing.B) {
 	cfg := logsink.DefaultConfig()
 	// Capacity, not a burst: every row fits in memory, none is spilled.
 	cfg.MemoryRows = sinkRows
+	cfg.MemoryBytes = 1 << 30
 	ctx := context.Background()
 	for range b.N {
 		truncate(b, url)

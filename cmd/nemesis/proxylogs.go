@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,8 +22,10 @@ type proxyLogFlags struct {
 	ProxyLogBatchSize      int           `help:"Most proxy log rows written by one COPY." default:"5000" env:"NEMESIS_PROXY_LOG_BATCH_SIZE"`
 	ProxyLogFlushInterval  time.Duration `help:"Longest a proxy log row waits for its batch to fill." default:"1s" env:"NEMESIS_PROXY_LOG_FLUSH_INTERVAL"`
 	ProxyLogMemoryRows     int           `help:"Proxy log rows kept in memory while PostgreSQL is unreachable; more wait in the spill folder." default:"200000" env:"NEMESIS_PROXY_LOG_MEMORY_ROWS"`
-	ProxyLogSpillDir       string        `help:"Folder for proxy log rows beyond the memory limit, written when PostgreSQL returns (also across restarts). Default: nemesis-proxy-logs-<xds listen address> in the temporary folder." env:"NEMESIS_PROXY_LOG_SPILL_DIR"`
-	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
+	ProxyLogMemoryBytes    int64         `help:"Bytes of proxy log rows kept in memory; more wait in the spill folder." default:"134217728" env:"NEMESIS_PROXY_LOG_MEMORY_BYTES"`
+	ProxyLogSpillDir       string        `help:"Folder for proxy log rows beyond the memory limits, written when PostgreSQL returns (also across restarts). Default: nemesis/proxy-logs-<xds listen address> in the user's cache folder." env:"NEMESIS_PROXY_LOG_SPILL_DIR"`
+	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder, leftovers included; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
+	ProxyLogLeftoverMaxAge time.Duration `help:"Age after which unreadable (.bad) and unfinished (.tmp) files of the spill folder are removed." default:"168h" env:"NEMESIS_PROXY_LOG_LEFTOVER_MAX_AGE"`
 	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
@@ -42,11 +45,19 @@ func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log 
 	log = log.With("component", "proxylogs")
 	spillDir := f.ProxyLogSpillDir
 	if spillDir == "" {
-		spillDir = filepath.Join(os.TempDir(), "nemesis-proxy-logs-"+strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(xdsListen))
+		// Not the shared temporary folder, where another user could
+		// create the predictable name first.
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("choosing the proxy log spill folder (set --proxy-log-spill-dir): %w", err)
+		}
+		spillDir = filepath.Join(cache, "nemesis", "proxy-logs-"+strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(xdsListen))
 	}
 	sink, err := logsink.New(pool, logsink.Config{
-		BatchSize: f.ProxyLogBatchSize, FlushInterval: f.ProxyLogFlushInterval, MemoryRows: f.ProxyLogMemoryRows,
-		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes, Writers: f.ProxyLogWriters,
+		BatchSize: f.ProxyLogBatchSize, FlushInterval: f.ProxyLogFlushInterval,
+		MemoryRows: f.ProxyLogMemoryRows, MemoryBytes: f.ProxyLogMemoryBytes,
+		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes, LeftoverMaxAge: f.ProxyLogLeftoverMaxAge,
+		Writers: f.ProxyLogWriters,
 	}, reg, log)
 	if err != nil {
 		return nil, err
