@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/extproc/retention"
+	"github.com/nemesis-ml/nemesis/internal/database"
 )
 
 type proxyLogFlags struct {
@@ -27,6 +29,7 @@ type proxyLogFlags struct {
 	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder, leftovers included; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
 	ProxyLogLeftoverMaxAge time.Duration `help:"Age after which unreadable (.bad) and unfinished (.tmp) files of the spill folder are removed." default:"168h" env:"NEMESIS_PROXY_LOG_LEFTOVER_MAX_AGE"`
 	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
+	ProxyLogQueryConns     int32         `help:"PostgreSQL connections of GET /proxy/logs, a pool of its own: slow queries wait for these, never for the log writers' or the settings API's." default:"2" env:"NEMESIS_PROXY_LOG_QUERY_CONNECTIONS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 }
@@ -36,12 +39,17 @@ type proxyLogs struct {
 	sink      *logsink.Sink
 	service   *accesslog.Server
 	query     *logquery.Handler
+	queryPool *pgxpool.Pool
 	retention *retention.Retention
 }
 
-// build wires the proxy-log parts; xdsListen names the default spill
-// folder, so servers sharing a machine never replay each other's rows.
-func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
+func (p *proxyLogs) close() { p.queryPool.Close() }
+
+// build wires the proxy-log parts: the sink and retention write through
+// pool, the queries read through a pool of their own on databaseURL;
+// xdsListen names the default spill folder, so servers sharing a machine
+// never replay each other's rows.
+func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
 	log = log.With("component", "proxylogs")
 	spillDir := f.ProxyLogSpillDir
 	if spillDir == "" {
@@ -68,7 +76,21 @@ func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log 
 	if err != nil {
 		return nil, err
 	}
+	if f.ProxyLogQueryConns < 1 {
+		return nil, fmt.Errorf("--proxy-log-query-connections must be at least 1")
+	}
+	queryPool, err := database.OpenPool(ctx, databaseURL, database.PoolConfig{
+		Name: "nemesis-proxy-log-queries", MaxConns: f.ProxyLogQueryConns, StatementTimeout: logquery.Timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	query, err := logquery.New(queryPool, log, reg)
+	if err != nil {
+		queryPool.Close()
+		return nil, err
+	}
 	return &proxyLogs{
-		sink: sink, service: accesslog.New(sink, log), query: logquery.New(pool, log), retention: ret,
+		sink: sink, service: accesslog.New(sink, log), query: query, queryPool: queryPool, retention: ret,
 	}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
+	"github.com/nemesis-ml/nemesis/internal/httpjson"
 )
 
 // MaxBody is the largest request body accepted.
@@ -81,6 +82,19 @@ func New(store Appender, opts Options) *Handler {
 	return h
 }
 
+// Largest values a sample may carry: physical bounds well past any one pod,
+// so that no sum or mean of samples overflows and every value can be
+// written into a CustomAutoscaler's status.
+const (
+	MaxCPUMillicores    = 1_000_000        // 1,000 cores
+	MaxMemoryMiB        = 16 << 20         // 16 TiB
+	MaxDiskMiB          = 1 << 30          // 1 PiB
+	MaxResponseTimeMS   = 24 * 3600 * 1000 // a day
+	MaxRequestCount     = 1e9
+	MaxRequestRate      = 1e7 // per second
+	MaxInFlightRequests = 1e7
+)
+
 // fieldError is a 400 that names the offending field, e.g. "[3].cpuUsage".
 type fieldError struct {
 	Field   string `json:"field,omitempty"`
@@ -117,6 +131,7 @@ func (h *Handler) serve(r *http.Request) (int, any) {
 	}
 	samples, err := h.decode(raw)
 	if err != nil {
+		h.log.Info("refused samples", "remote", r.RemoteAddr, "body", string(raw[:min(len(raw), 512)]), "err", err)
 		var fe *fieldError
 		if errors.As(err, &fe) {
 			return http.StatusBadRequest, fe
@@ -141,6 +156,16 @@ func (h *Handler) authorized(header string) bool {
 func (h *Handler) decode(raw []byte) ([]podmetric.Sample, error) {
 	raw = bytes.TrimSpace(raw)
 	now := h.now()
+	var shape any = &podmetric.Sample{}
+	if len(raw) > 0 && raw[0] == '[' {
+		shape = &[]podmetric.Sample{}
+	}
+	// Trailing data, duplicate keys and keys that match a field only
+	// case-insensitively are refused before encoding/json, which allows them.
+	var fe *httpjson.FieldError
+	if err := httpjson.Check(raw, shape); errors.As(err, &fe) {
+		return nil, &fieldError{Field: fe.Field, Message: fe.Message}
+	}
 	if len(raw) > 0 && raw[0] == '[' {
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
@@ -193,15 +218,20 @@ func (h *Handler) validate(s *podmetric.Sample, now time.Time) *fieldError {
 		return &fieldError{Field: "id", Message: err}
 	}
 	for _, v := range []struct {
-		name  string
-		value float64
+		name       string
+		value, max float64
+		unit       string
 	}{
-		{"cpuUsage", s.CPUUsage}, {"memoryUsage", s.MemoryUsage}, {"diskUsage", s.DiskUsage},
-		{"averageResponseTime", s.AverageResponseTime}, {"requestCount", s.RequestCount},
-		{"requestRate", s.RequestRate}, {"inFlightRequests", s.InFlightRequests},
+		{"cpuUsage", s.CPUUsage, MaxCPUMillicores, "millicores"},
+		{"memoryUsage", s.MemoryUsage, MaxMemoryMiB, "MiB"},
+		{"diskUsage", s.DiskUsage, MaxDiskMiB, "MiB"},
+		{"averageResponseTime", s.AverageResponseTime, MaxResponseTimeMS, "ms"},
+		{"requestCount", s.RequestCount, MaxRequestCount, "requests"},
+		{"requestRate", s.RequestRate, MaxRequestRate, "requests/s"},
+		{"inFlightRequests", s.InFlightRequests, MaxInFlightRequests, "requests"},
 	} {
-		if math.IsNaN(v.value) || math.IsInf(v.value, 0) || v.value < 0 {
-			return &fieldError{Field: v.name, Message: fmt.Sprintf("must be a finite number >= 0, got %v", v.value)}
+		if math.IsNaN(v.value) || v.value < 0 || v.value > v.max {
+			return &fieldError{Field: v.name, Message: fmt.Sprintf("must be a number from 0 to %g %s, got %v", v.max, v.unit, v.value)}
 		}
 	}
 	switch {

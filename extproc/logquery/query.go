@@ -5,12 +5,14 @@ package logquery
 import (
 	"encoding/base64"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 )
@@ -63,7 +65,34 @@ func decodeCursor(s string) (*Cursor, error) {
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("not numbers")
 	}
-	return &Cursor{Timestamp: time.UnixMicro(micros).UTC(), ID: n}, nil
+	t := time.UnixMicro(micros).UTC()
+	if n < 1 || t.Year() < 1 || t.Year() > 9999 {
+		return nil, fmt.Errorf("out of range")
+	}
+	return &Cursor{Timestamp: t, ID: n}, nil
+}
+
+// Longest target_url and route a filter may name: longer ones match no
+// stored row (the sink cuts URLs to 2 KiB and refuses longer fields).
+const (
+	maxURLParam   = 4096
+	maxRouteParam = 1024
+)
+
+// checkText says what is wrong with a text parameter PostgreSQL would
+// refuse or that can match nothing, or "".
+func checkText(v string, maxBytes int) string {
+	switch {
+	case v == "":
+		return "must not be empty"
+	case len(v) > maxBytes:
+		return fmt.Sprintf("must be at most %d bytes", maxBytes)
+	case strings.IndexByte(v, 0) >= 0:
+		return "must not hold a NUL byte"
+	case !utf8.ValidString(v):
+		return "must be UTF-8 text"
+	}
+	return ""
 }
 
 var (
@@ -95,8 +124,8 @@ func Parse(v url.Values) (Query, error) {
 				q.Until = t.UTC()
 			}
 		case "target_url":
-			if value == "" {
-				return bad(name, "must not be empty")
+			if msg := checkText(value, maxURLParam); msg != "" {
+				return bad(name, "%s", msg)
 			}
 			q.TargetURL, q.TargetPrefix = strings.CutSuffix(value, "*")
 		case "status":
@@ -126,17 +155,22 @@ func Parse(v url.Values) (Query, error) {
 			}
 			q.ClientIP = p.Masked()
 		case "min_latency_ms":
-			n, err := strconv.Atoi(value)
+			// latency_ms is an int4: a larger bound is refused here, not
+			// by PostgreSQL as a failed query.
+			n, err := strconv.ParseInt(value, 10, 32)
 			if err != nil || n < 0 {
-				return bad(name, "must be a whole number of milliseconds, 0 or more")
+				return bad(name, "must be a whole number of milliseconds from 0 to %d", math.MaxInt32)
 			}
-			q.MinLatencyMS = n
+			q.MinLatencyMS = int(n)
 		case "environment":
-			if value == "" || len(value) > 50 {
-				return bad(name, "must be 1 to 50 characters")
+			if msg := checkText(value, 50); msg != "" || utf8.RuneCountInString(value) > 50 {
+				return bad(name, "must be 1 to 50 characters of UTF-8 text")
 			}
 			q.Environment = value
 		case "route":
+			if msg := checkText(value, maxRouteParam); msg != "" {
+				return bad(name, "%s", msg)
+			}
 			q.Route = value
 		case "limit":
 			n, err := strconv.Atoi(value)

@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/xds"
@@ -32,14 +35,30 @@ const (
 
 // Handler serves the API.
 type Handler struct {
-	log   *slog.Logger
-	store *settings.Store
-	cp    *xds.ControlPlane
+	log     *slog.Logger
+	store   *settings.Store
+	cp      *xds.ControlPlane
+	refused prometheus.Counter
 }
 
-// New returns the API's handler.
-func New(log *slog.Logger, store *settings.Store, cp *xds.ControlPlane) *Handler {
-	return &Handler{log: log, store: store, cp: cp}
+// New returns the API's handler, its counter registered in reg.
+func New(log *slog.Logger, store *settings.Store, cp *xds.ControlPlane, reg prometheus.Registerer) (*Handler, error) {
+	h := &Handler{log: log, store: store, cp: cp, refused: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nemesis_settings_requests_refused_total",
+		Help: "Load-balancer settings API requests answered 400 for their parameters or body.",
+	})}
+	if err := reg.Register(h.refused); err != nil {
+		return nil, fmt.Errorf("registering settings API counter: %w", err)
+	}
+	return h, nil
+}
+
+// refuse answers 400 naming the field, counts it and logs the input.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error, body []byte) {
+	h.refused.Inc()
+	h.log.Info("refused a settings request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery,
+		"body", string(body[:min(len(body), 512)]), "err", err)
+	httpjson.WriteBadRequest(w, err)
 }
 
 // Register adds the API's routes to mux.
@@ -54,21 +73,25 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	})
 }
 
-func environmentParam(r *http.Request) (string, error) {
-	env := r.URL.Query().Get("environment")
-	if env == "" {
+func environmentParam(q url.Values) (string, error) {
+	env, given := q["environment"]
+	if !given {
 		return settings.DefaultEnvironment, nil
 	}
-	if err := settings.ValidEnvironment(env); err != nil {
+	if err := settings.ValidEnvironment(env[0]); err != nil {
 		return "", &httpjson.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
 	}
-	return env, nil
+	return env[0], nil
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	env, err := environmentParam(r)
+	q, err := httpjson.Query(r, "environment")
+	var env string
+	if err == nil {
+		env, err = environmentParam(q)
+	}
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
 		return
 	}
 	s, err := h.store.Current(r.Context(), env)
@@ -80,16 +103,20 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
-	env, err := environmentParam(r)
+	q, err := httpjson.Query(r, "environment", "limit")
+	var env string
+	if err == nil {
+		env, err = environmentParam(q)
+	}
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
 		return
 	}
 	limit := defaultHistory
-	if raw := r.URL.Query().Get("limit"); raw != "" {
-		limit, err = strconv.Atoi(raw)
+	if raw, given := q["limit"]; given {
+		limit, err = strconv.Atoi(raw[0])
 		if err != nil || limit < 1 || limit > maxHistory {
-			httpjson.WriteError(w, http.StatusBadRequest, "limit", "limit: must be a whole number from 1 to "+strconv.Itoa(maxHistory))
+			h.refuse(w, r, &httpjson.FieldError{Field: "limit", Message: "must be a whole number from 1 to " + strconv.Itoa(maxHistory)}, nil)
 			return
 		}
 	}
@@ -150,17 +177,22 @@ type putResponse struct {
 func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	wait, timeout, err := waitParams(r)
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
+		return
+	}
+	body, err := httpjson.ReadBody(w, r, maxBody)
+	if err != nil {
+		h.refuse(w, r, err, nil)
 		return
 	}
 	var req putRequest
-	if err := httpjson.Decode(w, r, maxBody, &req); err != nil {
-		httpjson.WriteBadRequest(w, err)
+	if err := httpjson.Unmarshal(body, &req); err != nil {
+		h.refuse(w, r, err, body)
 		return
 	}
 	s, err := req.settings()
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, body)
 		return
 	}
 	stored, err := h.store.Insert(r.Context(), s)
@@ -195,7 +227,10 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func waitParams(r *http.Request) (bool, time.Duration, error) {
-	q := r.URL.Query()
+	q, err := httpjson.Query(r, "wait", "timeout")
+	if err != nil {
+		return false, 0, err
+	}
 	switch q.Get("wait") {
 	case "":
 		return false, 0, nil
