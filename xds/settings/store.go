@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -22,6 +23,10 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
+// queryTimeout bounds every statement of the store: a stalled PostgreSQL
+// fails a call (and the listener reconnects) instead of hanging it.
+const queryTimeout = 10 * time.Second
+
 const columns = `id, environment, policy::text, max_connections, timeout_seconds, updated_at`
 
 func scan(row pgx.CollectableRow) (Settings, error) {
@@ -32,6 +37,8 @@ func scan(row pgx.CollectableRow) (Settings, error) {
 
 // Current returns the environment's newest settings, or its defaults.
 func (st *Store) Current(ctx context.Context, environment string) (Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT `+columns+` FROM loadbalancer_settings
 		WHERE environment = $1 ORDER BY id DESC LIMIT 1`, environment)
 	s, err := pgx.CollectExactlyOneRow(rows, scan)
@@ -46,6 +53,8 @@ func (st *Store) Current(ctx context.Context, environment string) (Settings, err
 
 // All returns the newest settings of every environment that has any.
 func (st *Store) All(ctx context.Context) (map[string]Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT DISTINCT ON (environment) `+columns+`
 		FROM loadbalancer_settings ORDER BY environment, id DESC`)
 	list, err := pgx.CollectRows(rows, scan)
@@ -61,6 +70,8 @@ func (st *Store) All(ctx context.Context) (map[string]Settings, error) {
 
 // History returns up to limit settings of the environment, newest first.
 func (st *Store) History(ctx context.Context, environment string, limit int) ([]Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT `+columns+` FROM loadbalancer_settings
 		WHERE environment = $1 ORDER BY id DESC LIMIT $2`, environment, limit)
 	list, err := pgx.CollectRows(rows, scan)
@@ -73,6 +84,8 @@ func (st *Store) History(ctx context.Context, environment string, limit int) ([]
 // Insert stores s as the environment's newest settings and notifies the
 // listeners in the same transaction, so no listener sees one without the other.
 func (st *Store) Insert(ctx context.Context, s Settings) (Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	var stored Settings
 	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `INSERT INTO loadbalancer_settings (environment, policy, max_connections, timeout_seconds)
