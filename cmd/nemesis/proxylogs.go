@@ -29,7 +29,7 @@ type proxyLogFlags struct {
 	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder, leftovers included; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
 	ProxyLogLeftoverMaxAge time.Duration `help:"Age after which unreadable (.bad) and unfinished (.tmp) files of the spill folder are removed." default:"168h" env:"NEMESIS_PROXY_LOG_LEFTOVER_MAX_AGE"`
 	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
-	ProxyLogQueryConns     int32         `help:"PostgreSQL connections of GET /proxy/logs, a pool of its own: slow queries wait for these, never for the log writers' or the settings API's." default:"2" env:"NEMESIS_PROXY_LOG_QUERY_CONNECTIONS"`
+	ProxyLogQueryConns     int32         `name:"proxy-log-query-connections" help:"PostgreSQL connections of GET /proxy/logs, a pool of its own: slow queries wait for these, never for the log writers' or the settings API's." default:"2" env:"NEMESIS_PROXY_LOG_QUERY_CONNECTIONS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 }
