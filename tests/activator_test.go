@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -279,7 +279,7 @@ func burstOf(n int, newRequest func() (*http.Request, error)) []result {
 	return out
 }
 
-func (s *stack) dump(e *local.Envoy, resource string) string {
+func (s *stack) dump(e *servers.Envoy, resource string) string {
 	s.t.Helper()
 	out, err := e.Admin(s.t.Context(), "/config_dump?resource="+resource)
 	if err != nil {
@@ -290,7 +290,7 @@ func (s *stack) dump(e *local.Envoy, resource string) string {
 
 // waitActivatorOnRoute waits until Envoy's route for the model enables the
 // activator (at zero) or leaves it disabled (running).
-func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
+func (s *stack) waitActivatorOnRoute(e *servers.Envoy, route string, on bool) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 20*time.Second, fmt.Sprintf("activator on route %s: %v", route, on), func() error {
 		filters, found, err := e.RouteFilters(s.t.Context(), route)
@@ -307,7 +307,7 @@ func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
 }
 
 // envoyStat reads one counter from Envoy's admin.
-func envoyStat(t *testing.T, e *local.Envoy, name string) int {
+func envoyStat(t *testing.T, e *servers.Envoy, name string) int {
 	t.Helper()
 	out, err := e.Admin(t.Context(), "/stats?filter=^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 const (

@@ -12,14 +12,14 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from the translator's output")
 
 type input struct {
-	Environment model.Environment `json:"environment"`
+	Environment ir.Environment    `json:"environment"`
 	Options     translate.Options `json:"options"`
 }
 
