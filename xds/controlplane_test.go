@@ -18,6 +18,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/internal/testing/adsclient"
 	"github.com/nemesis-ml/nemesis/internal/testing/fakesettings"
+	"github.com/nemesis-ml/nemesis/internal/testing/fixture"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/server"
@@ -129,28 +130,6 @@ func clusterNames(m map[string]*clusterv3.Cluster) string {
 	return strings.Join(names, ",")
 }
 
-// route builds an ir.Route by name: route("ml/a").prefix("/models/a").at("10.0.0.1", 8080).
-type routeBuilder ir.Route
-
-func route(name string) routeBuilder { return routeBuilder{Name: name, PathPrefix: "/models/" + name} }
-
-func (r routeBuilder) prefix(p string) routeBuilder { r.PathPrefix = p; return r }
-
-func (r routeBuilder) at(addr string, port uint32) routeBuilder {
-	r.Endpoints = append(append([]ir.Endpoint(nil), r.Endpoints...), ir.Endpoint{Address: addr, Port: port})
-	return r
-}
-
-func (r routeBuilder) build() ir.Route { return ir.Route(r) }
-
-func routes(rs ...routeBuilder) []ir.Route {
-	out := make([]ir.Route, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, r.build())
-	}
-	return out
-}
-
 func TestVersionIsTheSettingsVersionOfASnapshot(t *testing.T) {
 	for in, want := range map[string]int64{"7.12": 7, "0.3": 0, "15": 15, "": 0, "x.1": 0} {
 		if got := xds.Version(in); got != want {
@@ -173,7 +152,7 @@ func TestRoutesAndSettingsChangesPublishAndEqualInputsDoNot(t *testing.T) {
 	ctx := t.Context()
 	envoy := h.envoy("envoy-a", "prod")
 
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a").at("10.0.0.2", 8080).at("10.0.0.1", 8080), route("ml/b"))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a").WithEndpoint("10.0.0.2", 8080).WithEndpoint("10.0.0.1", 8080), fixture.NewRoute("ml/b"))})
 	resp := envoy.Recv()
 	got := clusters(t, resp)
 	if len(got) != 2 || got["ml/a"] == nil || got["ml/b"] == nil || got["ml/a"].GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
@@ -204,10 +183,10 @@ func TestRoutesAndSettingsChangesPublishAndEqualInputsDoNot(t *testing.T) {
 	if err := h.cp.SettingsChanged(ctx, "prod"); err != nil {
 		t.Fatal(err)
 	}
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/b"), route("ml/a").at("10.0.0.1", 8080).at("10.0.0.2", 8080))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/b"), fixture.NewRoute("ml/a").WithEndpoint("10.0.0.1", 8080).WithEndpoint("10.0.0.2", 8080))})
 
 	// The next publication is the next in sequence: nothing came between.
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a").at("10.0.0.1", 8080))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a").WithEndpoint("10.0.0.1", 8080))})
 	resp = envoy.Recv()
 	if got := clusters(t, resp); len(got) != 1 || got["ml/a"] == nil {
 		t.Fatalf("after ml/b went: clusters %s, want ml/a", clusterNames(got))
@@ -239,11 +218,11 @@ func TestInvalidRoutesAreSkippedAndReported(t *testing.T) {
 	h := start(t)
 	envoy := h.envoy("envoy-a", "prod")
 
-	h.cp.RoutesChanged(t.Context(), map[string][]ir.Route{"prod": routes(
-		route("ml/good").prefix("/models/shared").at("10.0.0.1", 8080),
-		route("ml/later").prefix("/models/shared").at("10.0.0.2", 8080),
-		route("no-namespace"),
-		route("ml/spaced").prefix("/models/a b"),
+	h.cp.RoutesChanged(t.Context(), map[string][]ir.Route{"prod": fixture.Routes(
+		fixture.NewRoute("ml/good").WithPathPrefix("/models/shared").WithEndpoint("10.0.0.1", 8080),
+		fixture.NewRoute("ml/later").WithPathPrefix("/models/shared").WithEndpoint("10.0.0.2", 8080),
+		fixture.NewRoute("no-namespace"),
+		fixture.NewRoute("ml/spaced").WithPathPrefix("/models/a b"),
 	)})
 	if got := clusters(t, envoy.Recv()); len(got) != 1 || got["ml/good"] == nil {
 		t.Errorf("published clusters %s, want ml/good only", clusterNames(got))
@@ -263,7 +242,7 @@ func TestASettingsChangeThatCannotBeTranslatedKeepsTheLastConfiguration(t *testi
 	h := start(t)
 	ctx := t.Context()
 	envoy := h.envoy("envoy-a", "prod")
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a").at("10.0.0.1", 8080))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a").WithEndpoint("10.0.0.1", 8080))})
 	envoy.Ack(envoy.Recv())
 
 	h.insert(settings.Settings{Environment: "prod", Policy: "fastest", MaxConnections: 5, TimeoutSeconds: 7})
@@ -311,7 +290,7 @@ func TestWaitReadyWaitsForAnEndpointAndItsAck(t *testing.T) {
 	h := start(t)
 	ctx := t.Context()
 	envoy := h.envoy("envoy-a", "prod")
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a"))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a"))})
 	envoy.Ack(envoy.Recv())
 
 	ready := make(chan error, 1)
@@ -320,7 +299,7 @@ func TestWaitReadyWaitsForAnEndpointAndItsAck(t *testing.T) {
 		defer cancel()
 		ready <- h.cp.WaitReady(wctx, "prod", "ml/a")
 	}()
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a").at("10.0.0.1", 8080))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a").WithEndpoint("10.0.0.1", 8080))})
 	resp := envoy.Recv()
 	select {
 	case err := <-ready:
@@ -333,7 +312,7 @@ func TestWaitReadyWaitsForAnEndpointAndItsAck(t *testing.T) {
 	}
 
 	// Without an endpoint it waits until the context ends.
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a"))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a"))})
 	envoy.Ack(envoy.Recv())
 	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
@@ -346,7 +325,7 @@ func TestWaitReadyFailsWhenTheEnvoyRejectsTheEndpoint(t *testing.T) {
 	h := start(t)
 	ctx := t.Context()
 	envoy := h.envoy("envoy-a", "prod")
-	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": routes(route("ml/a").at("10.0.0.1", 8080))})
+	h.cp.RoutesChanged(ctx, map[string][]ir.Route{"prod": fixture.Routes(fixture.NewRoute("ml/a").WithEndpoint("10.0.0.1", 8080))})
 	envoy.Nack(envoy.Recv(), "no such cluster")
 
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
