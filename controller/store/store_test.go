@@ -26,20 +26,16 @@ func redisStore(t *testing.T, retention time.Duration) (*store.Store, *redis.Cli
 	return store.New(rdb, retention), rdb
 }
 
-// sample is a sample of pod taken at, carrying requests as its rate.
-func sample(pod string, at time.Time, requests float64) podmetric.Sample {
-	return podmetric.Sample{ID: pod, RequestRate: requests, ReceivedAt: at.UTC()}
-}
-
 func TestAppendedSamplesAreReadBackAfterSince(t *testing.T) {
 	s, _ := redisStore(t, time.Hour)
 	ctx := testenv.Context(t, 30*time.Second)
-	now := time.Now().Truncate(time.Millisecond)
+	// UTC without a monotonic reading, as samples read back from JSON are.
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	batch := []podmetric.Sample{
-		sample("ml/a-0", now.Add(-3*time.Second), 1),
-		sample("ml/b-0", now.Add(-2*time.Second), 2),
-		sample("ml/a-0", now.Add(-1*time.Second), 3),
-		sample("ml/a-0", now.Add(-2*time.Second), 4),
+		{ID: "ml/a-0", ReceivedAt: now.Add(-3 * time.Second), RequestRate: 1},
+		{ID: "ml/b-0", ReceivedAt: now.Add(-2 * time.Second), RequestRate: 2},
+		{ID: "ml/a-0", ReceivedAt: now.Add(-1 * time.Second), RequestRate: 3},
+		{ID: "ml/a-0", ReceivedAt: now.Add(-2 * time.Second), RequestRate: 4},
 	}
 	if err := s.Append(ctx, batch); err != nil {
 		t.Fatal(err)
@@ -67,7 +63,8 @@ func TestAppendTrimsOldSamplesAndSetsTheExpiry(t *testing.T) {
 	s, rdb := redisStore(t, retention)
 	ctx := testenv.Context(t, 30*time.Second)
 	now := time.Now()
-	old, fresh := sample("ml/a-0", now.Add(-2*retention), 1), sample("ml/a-0", now.Add(-time.Second), 2)
+	old := podmetric.Sample{ID: "ml/a-0", ReceivedAt: now.Add(-2 * retention), RequestRate: 1}
+	fresh := podmetric.Sample{ID: "ml/a-0", ReceivedAt: now.Add(-time.Second), RequestRate: 2}
 	if err := s.Append(ctx, []podmetric.Sample{old, fresh}); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +77,7 @@ func TestAppendTrimsOldSamplesAndSetsTheExpiry(t *testing.T) {
 	}
 	// Each append renews the expiry of a pod that keeps pushing.
 	rdb.Expire(ctx, "podmetric:ml/a-0", time.Second)
-	if err := s.Append(ctx, []podmetric.Sample{sample("ml/a-0", now, 3)}); err != nil {
+	if err := s.Append(ctx, []podmetric.Sample{{ID: "ml/a-0", ReceivedAt: now, RequestRate: 3}}); err != nil {
 		t.Fatal(err)
 	}
 	if ttl := rdb.TTL(ctx, "podmetric:ml/a-0").Val(); ttl <= time.Second {
@@ -100,7 +97,11 @@ func TestUpdatesAnnounceEachBatchsPods(t *testing.T) {
 		return nil
 	})
 	now := time.Now()
-	batch := []podmetric.Sample{sample("ml/b-0", now, 1), sample("ml/a-0", now, 1), sample("ml/b-0", now, 2)}
+	batch := []podmetric.Sample{
+		{ID: "ml/b-0", ReceivedAt: now, RequestRate: 1},
+		{ID: "ml/a-0", ReceivedAt: now, RequestRate: 1},
+		{ID: "ml/b-0", ReceivedAt: now, RequestRate: 2},
+	}
 	if err := s.Append(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
