@@ -335,3 +335,19 @@ func TestWaitReadyFailsWhenTheEnvoyRejectsTheEndpoint(t *testing.T) {
 		t.Errorf("WaitReady after a NACK: %v, want the NACK", err)
 	}
 }
+
+func TestAnEnvoyOfAnInvalidEnvironmentGetsNothing(t *testing.T) {
+	h := start(t)
+	c := adsclient.Dial(t, h.addr, "envoy-a", "Not_Valid")
+	c.Subscribe(resource.ClusterType, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for len(h.log.lines("envoy asked for an invalid environment", "environment=Not_Valid")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no warning about the invalid environment")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if h.cp.Server.HasSnapshot("Not_Valid") {
+		t.Error("an invalid environment got a configuration")
+	}
+}
