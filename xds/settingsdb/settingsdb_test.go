@@ -34,6 +34,7 @@ func prod(policy settings.Policy, maxConnections int) settings.Settings {
 }
 
 func TestInsertCurrentHistoryAll(t *testing.T) {
+	t.Parallel()
 	pool, _ := open(t)
 	st := settingsdb.NewStore(pool)
 	ctx := testenv.Context(t, time.Minute)
@@ -85,6 +86,7 @@ func equal(a, b settings.Settings) bool {
 }
 
 func TestInsertRefusedByTheDatabaseStoresNothing(t *testing.T) {
+	t.Parallel()
 	pool, _ := open(t)
 	st := settingsdb.NewStore(pool)
 	ctx := testenv.Context(t, time.Minute)
@@ -135,6 +137,7 @@ func next(t *testing.T, changes <-chan string) string {
 }
 
 func TestWatchReportsEveryInsertAndRereadsAfterReconnecting(t *testing.T) {
+	t.Parallel()
 	pool, url := open(t)
 	st := settingsdb.NewStore(pool)
 	ctx := testenv.Context(t, time.Minute)
