@@ -100,7 +100,8 @@ func TestInsertRefusedByTheDatabaseStoresNothing(t *testing.T) {
 }
 
 // watch runs settingsdb.Watch until the test ends and returns the
-// environments it reports; fail makes the next call of changed fail.
+// environments it reports; an error sent on fail makes the next call of
+// changed fail with it.
 func watch(t *testing.T, pool *pgxpool.Pool) (changes <-chan string, fail chan<- error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -109,13 +110,15 @@ func watch(t *testing.T, pool *pgxpool.Pool) (changes <-chan string, fail chan<-
 	go func() {
 		defer close(done)
 		settingsdb.Watch(ctx, pool, slog.New(slog.DiscardHandler), func(env string) error {
-			out <- env
+			// Take the failure before reporting, so one sent after a
+			// report applies to the next call, not to the one reported.
+			var err error
 			select {
-			case err := <-failc:
-				return err
+			case err = <-failc:
 			default:
-				return nil
 			}
+			out <- env
+			return err
 		})
 	}()
 	t.Cleanup(func() {
