@@ -90,12 +90,20 @@ func start(t *testing.T) *harness {
 }
 
 // envoy connects an Envoy of env subscribed to clusters and ACKs the
-// configuration it gets first.
+// configuration it gets first; each environment has at most one.
 func (h *harness) envoy(node, env string) *adsclient.Client {
 	h.t.Helper()
 	c := adsclient.Dial(h.t, h.addr, node, env)
 	c.Subscribe(resource.ClusterType, "")
-	c.Ack(c.Recv())
+	resp := c.Recv()
+	c.Ack(resp)
+	// Return once the server has recorded the ACK, so what the test checks
+	// next does not race it.
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := h.cp.Server.WaitAcked(ctx, env, func(v string) bool { return v == resp.GetVersionInfo() }); err != nil {
+		h.t.Fatalf("%s never recorded as ACKing %s: %v", node, resp.GetVersionInfo(), err)
+	}
 	return c
 }
 

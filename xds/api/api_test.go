@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -106,12 +107,20 @@ type putAnswer struct {
 }
 
 // envoy connects an Envoy of env subscribed to clusters, with its first
-// configuration ACKed.
+// configuration ACKed; each environment has at most one.
 func (h *harness) envoy(node, env string) *adsclient.Client {
 	h.t.Helper()
 	c := adsclient.Dial(h.t, h.xdsAddr, node, env)
 	c.Subscribe(resource.ClusterType, "")
-	c.Ack(c.Recv())
+	resp := c.Recv()
+	c.Ack(resp)
+	// Return once the server has recorded the ACK, so what the test checks
+	// next does not race it.
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := h.cp.Server.WaitAcked(ctx, env, func(v string) bool { return v == resp.GetVersionInfo() }); err != nil {
+		h.t.Fatalf("%s never recorded as ACKing %s: %v", node, resp.GetVersionInfo(), err)
+	}
 	return c
 }
 
