@@ -111,19 +111,6 @@ func (c *Client) Recv() *discoveryv3.DiscoveryResponse {
 	return nil
 }
 
-// RecvType returns the next response of typeURL, ACKing those of other
-// types it passes over.
-func (c *Client) RecvType(typeURL string) *discoveryv3.DiscoveryResponse {
-	c.t.Helper()
-	for {
-		resp := c.Recv()
-		if resp.GetTypeUrl() == typeURL {
-			return resp
-		}
-		c.Ack(resp)
-	}
-}
-
 // Ack accepts a response.
 func (c *Client) Ack(resp *discoveryv3.DiscoveryResponse) {
 	c.t.Helper()
