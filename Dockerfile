@@ -1,5 +1,6 @@
 # The image of manifests/ (ghcr.io/nemesis-ml/nemesis): one static binary
-# for `serve`, `migrate` and `sidecar`, on a distroless non-root base.
+# for `serve`, `migrate` and `sidecar` (cmd/nemesis: no development tools),
+# on a distroless non-root base.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -4,7 +4,7 @@
 GO          ?= go
 TOOLS       := $(CURDIR)/.tools/bin
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS     := -X main.version=$(VERSION)
+LDFLAGS     := -X github.com/nemesis-ml/nemesis/internal/command.BuildVersion=$(VERSION)
 CONTROLLER_GEN := $(TOOLS)/controller-gen
 
 export NEMESIS_TOOLS_BIN := $(TOOLS)
@@ -17,9 +17,10 @@ all: build
 tools:
 	@bash hack/tools.sh
 
-## build: build bin/nemesis.
+## build: build bin/nemesis (what the image ships) and bin/nemesis-dev (it plus dev and demo-model).
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis ./cmd/nemesis
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis-dev ./cmd/nemesis-dev
 
 ## generate: regenerate deepcopy code, the CRD, RBAC and the Envoy bootstrap ConfigMap in manifests/.
 generate: tools
@@ -61,7 +62,7 @@ fuzz:
 
 ## run: start the whole stack on this machine and print where it listens.
 run: tools build
-	bin/nemesis dev
+	bin/nemesis-dev dev
 
 ## bench: run the benchmarks under bench/.
 bench: tools build

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/sidecar/meter"
 	"github.com/nemesis-ml/nemesis/sidecar/push/pushtest"
 )

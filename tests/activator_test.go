@@ -17,8 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/fakekubelet"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -35,15 +36,15 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 	s := newStack(t, "--activator-max-held", "60")
 	e := s.startEnvoy()
 	s.waitConnected(1)
-	m := s.newModel("demo", startup, false, 30)
+	m := s.model(fakekubelet.Config{Name: "demo", Startup: startup, HoldTimeoutSeconds: 30})
 	url := fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort)
-	s.waitActivatorOnRoute(e, m.key().String(), true)
-	s.waitDecided(m.name)
+	s.waitActivatorOnRoute(e, m.Key().String(), true)
+	s.waitDecided(m.Name())
 
 	var released float64
 	t.Run("50 requests at zero are held and all succeed once the model is ready", func(t *testing.T) {
 		results := burst(url, 50)
-		woken, ready, wakes := m.lastWake()
+		woken, ready, wakes := m.LastWake()
 		if wakes != 1 {
 			t.Fatalf("model woken %d times, want 1", wakes)
 		}
@@ -69,19 +70,19 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		if p99 > time.Second {
 			t.Errorf("held time exceeds the start-up delay by %s at p99", p99)
 		}
-		if got := m.replicas(); got < 1 {
+		if got := m.Replicas(); got < 1 {
 			t.Errorf("replicas %d, want >= 1", got)
 		}
 		s.waitScaledEvents(m, "INCREASE_INSTANCES 0 → 1: activation", 1)
-		s.waitScaledSince(m.name, first)
-		released = s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.key().String() + `"}`)
+		s.waitScaledSince(m.Name(), first)
+		released = s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.Key().String() + `"}`)
 		if released != 50 {
 			t.Errorf("released %v, want 50", released)
 		}
 	})
 
 	t.Run("a running model's requests have no ext_proc hop", func(t *testing.T) {
-		s.waitActivatorOnRoute(e, m.key().String(), false)
+		s.waitActivatorOnRoute(e, m.Key().String(), false)
 		if !strings.Contains(s.dump(e, "dynamic_listeners"), `"name": "envoy.filters.http.ext_proc"`) {
 			t.Fatal("the listener has no ext_proc filter")
 		}
@@ -94,35 +95,35 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		if after := envoyStat(t, e, "http.ingress.ext_proc.streams_started"); after != before {
 			t.Errorf("ext_proc streams started %d → %d while the model runs", before, after)
 		}
-		if got := s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.key().String() + `"}`); got != released {
+		if got := s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.Key().String() + `"}`); got != released {
 			t.Errorf("activator released %v → %v while the model runs", released, got)
 		}
 	})
 
 	t.Run("idle goes back to zero and the next request wakes it again", func(t *testing.T) {
-		m.idle.Store(true)
+		m.SetIdle(true)
 		testenv.Eventually(t, 45*time.Second, "scaled to zero", func() error {
-			if r := m.replicas(); r != 0 {
+			if r := m.Replicas(); r != 0 {
 				return fmt.Errorf("%d replicas", r)
 			}
 			return nil
 		})
-		s.waitActivatorOnRoute(e, m.key().String(), true)
-		m.idle.Store(false)
+		s.waitActivatorOnRoute(e, m.Key().String(), true)
+		m.SetIdle(false)
 		r := burst(url, 1)[0]
-		s.waitScaledSince(m.name, r.sent)
+		s.waitScaledSince(m.Name(), r.sent)
 		if r.err != nil || r.code != http.StatusOK || r.body != "demo" {
 			t.Fatalf("request after idle: %d %q %v", r.code, r.body, r.err)
 		}
-		if _, _, wakes := m.lastWake(); wakes != 2 {
+		if _, _, wakes := m.LastWake(); wakes != 2 {
 			t.Errorf("model woken %d times, want 2", wakes)
 		}
 		s.waitScaledEvents(m, "INCREASE_INSTANCES 0 → 1: activation", 2)
 	})
 
 	t.Run("a model that never becomes ready: 503 after the hold timeout, a full queue rejects at once", func(t *testing.T) {
-		stuck := s.newModel("stuck", 0, true, 2)
-		s.waitActivatorOnRoute(e, stuck.key().String(), true)
+		stuck := s.model(fakekubelet.Config{Name: "stuck", NeverReady: true, HoldTimeoutSeconds: 2})
+		s.waitActivatorOnRoute(e, stuck.Key().String(), true)
 		start := time.Now()
 		results := burst(fmt.Sprintf("http://127.0.0.1:%d/models/stuck", s.envoyPort), 70)
 		reasons := map[string]int{}
@@ -134,7 +135,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 				t.Errorf("503 without Retry-After or JSON: %q %q", r.retryAfter, r.contentType)
 			}
 			var body struct{ Error, Reason, Route string }
-			if err := json.Unmarshal([]byte(r.body), &body); err != nil || body.Error == "" || body.Route != stuck.key().String() {
+			if err := json.Unmarshal([]byte(r.body), &body); err != nil || body.Error == "" || body.Route != stuck.Key().String() {
 				t.Fatalf("body %q: %v", r.body, err)
 			}
 			reasons[body.Reason]++
@@ -156,19 +157,29 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("burst took %s", took)
 		}
-		if got := stuck.replicas(); got != 1 {
+		if got := stuck.Replicas(); got != 1 {
 			t.Errorf("stuck model has %d replicas, want it woken to 1", got)
 		}
-		if held := s.metric(`nemesis_activator_held_requests{environment="` + s.env + `",route="` + stuck.key().String() + `"}`); held != 0 {
+		if held := s.metric(`nemesis_activator_held_requests{environment="` + s.env + `",route="` + stuck.Key().String() + `"}`); held != 0 {
 			t.Errorf("%v requests still held", held)
 		}
 	})
 }
 
+// model starts a model at zero in the stack's namespace and environment,
+// its pod played by a fake kubelet; cfg names it and sets its start-up,
+// readiness and hold timeout.
+func (s *stack) model(cfg fakekubelet.Config) *fakekubelet.Model {
+	s.t.Helper()
+	cfg.Kube, cfg.KubeConfig = s.kube, testenv.Kube(s.t)
+	cfg.Namespace, cfg.Environment, cfg.MetricsURL = s.namespace, s.env, s.apiURL
+	return fakekubelet.Start(s.t, cfg)
+}
+
 // waitScaledEvents waits until the model has n Scaled events whose note
 // starts with prefix: each decision is recorded in the status and as an event,
 // and the status keeps only the latest.
-func (s *stack) waitScaledEvents(m *model, prefix string, n int) {
+func (s *stack) waitScaledEvents(m *fakekubelet.Model, prefix string, n int) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 10*time.Second, fmt.Sprintf("%d Scaled events %q", n, prefix), func() error {
 		list := &eventsv1.EventList{}
@@ -177,7 +188,7 @@ func (s *stack) waitScaledEvents(m *model, prefix string, n int) {
 		}
 		got := 0
 		for _, ev := range list.Items {
-			if ev.Regarding.Name == m.name && ev.Reason == "Scaled" && strings.HasPrefix(ev.Note, prefix) {
+			if ev.Regarding.Name == m.Name() && ev.Reason == "Scaled" && strings.HasPrefix(ev.Note, prefix) {
 				got++
 			}
 		}
@@ -279,7 +290,7 @@ func burstOf(n int, newRequest func() (*http.Request, error)) []result {
 	return out
 }
 
-func (s *stack) dump(e *local.Envoy, resource string) string {
+func (s *stack) dump(e *servers.Envoy, resource string) string {
 	s.t.Helper()
 	out, err := e.Admin(s.t.Context(), "/config_dump?resource="+resource)
 	if err != nil {
@@ -290,7 +301,7 @@ func (s *stack) dump(e *local.Envoy, resource string) string {
 
 // waitActivatorOnRoute waits until Envoy's route for the model enables the
 // activator (at zero) or leaves it disabled (running).
-func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
+func (s *stack) waitActivatorOnRoute(e *servers.Envoy, route string, on bool) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 20*time.Second, fmt.Sprintf("activator on route %s: %v", route, on), func() error {
 		filters, found, err := e.RouteFilters(s.t.Context(), route)
@@ -307,7 +318,7 @@ func (s *stack) waitActivatorOnRoute(e *local.Envoy, route string, on bool) {
 }
 
 // envoyStat reads one counter from Envoy's admin.
-func envoyStat(t *testing.T, e *local.Envoy, name string) int {
+func envoyStat(t *testing.T, e *servers.Envoy, name string) int {
 	t.Helper()
 	out, err := e.Admin(t.Context(), "/stats?filter=^"+regexp.QuoteMeta(name)+"$")
 	if err != nil {

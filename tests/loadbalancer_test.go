@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // TestSettingsDriveEnvoy changes the policy, connection limit and timeout
@@ -341,7 +341,7 @@ func TestServeRestartEnvoyKeepsServingAndReconnects(t *testing.T) {
 // servingStack is a stack whose Envoy serves /models/demo from two
 // backends with the random policy; it returns the stack, the Envoy and the
 // model's URL through it.
-func servingStack(t *testing.T) (*stack, *local.Envoy, string) {
+func servingStack(t *testing.T) (*stack, *servers.Envoy, string) {
 	t.Helper()
 	s := newStack(t)
 	backends := startBackends(t, testenv.NewHost(t), "a", "b")

@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/internal/devkubelet"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/localruntime"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 const seven = `{"image":["........",".#####..",".....#..","....#...","...#....","...#....","...#....","........"]}`
@@ -151,7 +151,7 @@ func post(c *http.Client, url string) (int, string, error) {
 // test ends, logging to log.
 func (s *stack) startRuntime(log *slog.Logger) {
 	s.t.Helper()
-	rt, err := devkubelet.New(devkubelet.Config{
+	rt, err := localruntime.New(localruntime.Config{
 		Kube: testenv.Kube(s.t), Node: "e2e-" + strconv.Itoa(testenv.Port(s.t)), Namespace: s.namespace,
 		Dir: testenv.Dir(s.t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: token,
 		EndpointDelay: time.Second, Log: log,
@@ -173,7 +173,7 @@ func (s *stack) startDemo(replicas int32, startup string, samples int, spec v1al
 	s.t.Helper()
 	lbls := map[string]string{"app": "digits"}
 	deploy := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace, Labels: map[string]string{devkubelet.LabelLocalRuntime: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "digits", Namespace: s.namespace, Labels: map[string]string{localruntime.LabelLocalRuntime: "true"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: lbls},

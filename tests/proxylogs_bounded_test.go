@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // TestSlowLogQueriesLeaveReadinessAndWritersAlone sends 30 slow

@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // loneEnvoyBootstrap is an Envoy that answers every request itself and
@@ -78,7 +78,7 @@ func (s *stack) startLoneEnvoy(cluster string) string {
 	if err := os.WriteFile(bootstrap, fmt.Appendf(nil, loneEnvoyBootstrap, port, host, xdsPort), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
-	testenv.Envoy(s.t, local.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "lone", Cluster: cluster})
+	testenv.Envoy(s.t, servers.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "lone", Cluster: cluster})
 	return fmt.Sprintf("http://127.0.0.1:%d", port)
 }
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // proxyLog is a row of GET /proxy/logs.

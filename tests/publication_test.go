@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func TestConcurrentPutsLeaveEveryEnvoyOnTheNewest(t *testing.T) {
 	s := newStack(t)
 	backends := startBackends(t, testenv.NewHost(t), "a", "b")
 	s.publish("demo", "/models/demo", backends)
-	envoys := []*local.Envoy{s.startEnvoy(), s.startEnvoy()}
+	envoys := []*servers.Envoy{s.startEnvoy(), s.startEnvoy()}
 	for _, e := range envoys {
 		s.waitHosts(e, s.namespace+"/demo", 2)
 	}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // TestSidecarWithAnUnreadableFolderStillSendsSamples runs `nemesis sidecar`

@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // TestSidecarSamplesReachRedisThroughServe runs `nemesis sidecar` in front

@@ -24,8 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 var nemesisBin string
@@ -40,16 +40,16 @@ type stack struct {
 	t           *testing.T
 	env         string
 	namespace   string
-	pg          *local.Postgres
-	redis       *local.Redis
+	pg          *servers.Postgres
+	redis       *servers.Redis
 	dbURL       string
 	kubeconfig  string
 	kube        client.Client
 	apiURL      string
 	xdsAddr     string
 	envoyPort   int
-	envoys      []*local.Envoy
-	serve       *local.Process
+	envoys      []*servers.Envoy
+	serve       *servers.Process
 	serveListen string
 	serveArgs   []string // more flags of nemesis serve
 }
@@ -105,9 +105,9 @@ func (s *stack) startServe() {
 
 // startEnvoy starts one more Envoy of the stack's environment on the
 // repository's bootstrap and waits until it is LIVE.
-func (s *stack) startEnvoy() *local.Envoy {
+func (s *stack) startEnvoy() *servers.Envoy {
 	s.t.Helper()
-	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, local.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env})
+	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env})
 	s.envoys = append(s.envoys, e)
 	return e
 }
@@ -168,7 +168,7 @@ func (s *stack) mustPut(policy string, maxConnections, timeoutSeconds int) {
 
 // clusterConfig returns the dynamic active cluster of the model from one
 // Envoy's /config_dump, as JSON.
-func (s *stack) clusterConfig(e *local.Envoy, name string) string {
+func (s *stack) clusterConfig(e *servers.Envoy, name string) string {
 	s.t.Helper()
 	dump, err := e.Admin(s.t.Context(), "/config_dump?resource=dynamic_active_clusters&name_regex="+name)
 	if err != nil {
@@ -277,7 +277,7 @@ func (s *stack) removeSlice(service string, b *backend) {
 }
 
 // waitHosts waits until Envoy's cluster for the model has exactly n hosts.
-func (s *stack) waitHosts(e *local.Envoy, cluster string, n int) {
+func (s *stack) waitHosts(e *servers.Envoy, cluster string, n int) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 20*time.Second, fmt.Sprintf("%d hosts in %s", n, cluster), func() error {
 		out, err := e.Admin(s.t.Context(), "/clusters")

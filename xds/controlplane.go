@@ -11,7 +11,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/server"
 	"github.com/nemesis-ml/nemesis/xds/settings"
 	"github.com/nemesis-ml/nemesis/xds/translate"
@@ -21,13 +21,13 @@ import (
 // environment's snapshot whenever one of its inputs changes.
 type ControlPlane struct {
 	log    *slog.Logger
-	store  *settings.Store
+	store  SettingsReader
 	opts   translate.Options
 	Server *server.Server
 
 	mu       sync.Mutex
 	settings map[string]settings.Settings
-	routes   map[string][]model.Route
+	routes   map[string][]ir.Route
 	served   map[string]bool // environments with a snapshot
 	seq      uint64
 	// ready is, per environment, the routes with endpoints in its latest
@@ -42,14 +42,23 @@ type readyRoutes struct {
 	routes map[string]bool
 }
 
+// SettingsReader reads the stored settings; xds/settingsdb.Store is the
+// production one.
+type SettingsReader interface {
+	// Current returns the environment's newest settings, or its defaults.
+	Current(ctx context.Context, environment string) (settings.Settings, error)
+	// All returns every configured environment's newest settings.
+	All(ctx context.Context) (map[string]settings.Settings, error)
+}
+
 // New returns a control plane reading settings from store.
-func New(log *slog.Logger, store *settings.Store, opts translate.Options) *ControlPlane {
+func New(log *slog.Logger, store SettingsReader, opts translate.Options) *ControlPlane {
 	c := &ControlPlane{
 		log:       log,
 		store:     store,
 		opts:      opts,
 		settings:  map[string]settings.Settings{},
-		routes:    map[string][]model.Route{},
+		routes:    map[string][]ir.Route{},
 		served:    map[string]bool{},
 		ready:     map[string]readyRoutes{},
 		published: make(chan struct{}),
@@ -144,13 +153,13 @@ func (c *ControlPlane) applySettings(ctx context.Context, fresh map[string]setti
 // RoutesChanged replaces the routes of every environment and rebuilds the
 // environments whose routes differ. Routes are kept normalized, so equal
 // inputs compare equal and publish nothing.
-func (c *ControlPlane) RoutesChanged(ctx context.Context, routes map[string][]model.Route) {
-	normalized := make(map[string][]model.Route, len(routes))
+func (c *ControlPlane) RoutesChanged(ctx context.Context, routes map[string][]ir.Route) {
+	normalized := make(map[string][]ir.Route, len(routes))
 	for env, rs := range routes {
-		m := model.Environment{Name: env, Routes: rs}
-		for _, r := range m.Normalize() {
-			c.log.Warn("route's path prefix is taken by another route; skipped",
-				"environment", env, "customautoscaler", r.Name, "pathPrefix", r.PathPrefix)
+		m := ir.Environment{Name: env, Routes: rs}
+		for _, d := range m.Normalize() {
+			c.log.Warn("route skipped", "environment", env, "customautoscaler", d.Route.Name,
+				"pathPrefix", d.Route.PathPrefix, "reason", d.Reason)
 		}
 		normalized[env] = m.Routes
 	}
@@ -199,7 +208,7 @@ func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string)
 		if !ok {
 			s = settings.Defaults(env)
 		}
-		m := model.Environment{Name: env, Settings: s, Routes: c.routes[env]}
+		m := ir.Environment{Name: env, Settings: s, Routes: c.routes[env]}
 		res, err := translate.Translate(m, c.opts)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("translating %q: %w", env, err))
@@ -230,7 +239,7 @@ func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string)
 	return nil
 }
 
-func routesEqual(a, b []model.Route) bool {
+func routesEqual(a, b []ir.Route) bool {
 	if len(a) != len(b) {
 		return false
 	}

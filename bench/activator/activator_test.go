@@ -27,13 +27,13 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/extproc/activator"
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/kubesource"
-	xdsmodel "github.com/nemesis-ml/nemesis/xds/model"
-	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/settingsdb"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -90,8 +90,8 @@ func measure(b *testing.B) (held, direct, beyond []time.Duration) {
 	}
 
 	envoyPort := testenv.Port(b)
-	cp := xds.New(log, settings.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(envoyPort)})
-	routes, err := kubesource.New(kubeCfg, scheme, log, func(r map[string][]xdsmodel.Route) { cp.RoutesChanged(ctx, r) })
+	cp := xds.New(log, settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(envoyPort)})
+	routes, err := kubesource.New(kubeCfg, scheme, log, func(r map[string][]ir.Route) { cp.RoutesChanged(ctx, r) })
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func measure(b *testing.B) (held, direct, beyond []time.Duration) {
 	}
 	go func() { _ = cp.Server.Serve(ctx, xdsListener, act.Register) }()
 
-	e := testenv.ProjectEnvoy(b, xdsListener.Addr().String(), local.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
+	e := testenv.ProjectEnvoy(b, xdsListener.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/models/bench", envoyPort)
 	m := newModel(b, ctx, kube, ns.Name, cp, url)
@@ -149,7 +149,7 @@ func get(b *testing.B, url string) time.Time {
 }
 
 // activatorOn says whether Envoy's route enables the activator.
-func activatorOn(b *testing.B, e *local.Envoy, route string) bool {
+func activatorOn(b *testing.B, e *servers.Envoy, route string) bool {
 	filters, _, err := e.RouteFilters(context.Background(), route)
 	if err != nil {
 		b.Fatal(err)

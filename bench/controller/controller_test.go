@@ -31,7 +31,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
 	"github.com/nemesis-ml/nemesis/controller/store"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Run(m) }

@@ -26,11 +26,11 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/accesslog"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds"
-	"github.com/nemesis-ml/nemesis/xds/model"
-	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/ir"
+	"github.com/nemesis-ml/nemesis/xds/settingsdb"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -102,7 +102,7 @@ func openPool(b *testing.B, url string) *pgxpool.Pool {
 }
 
 // startModel runs a stand-in model answering a small JSON body at once.
-func startModel(b *testing.B) model.Endpoint {
+func startModel(b *testing.B) ir.Endpoint {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -115,20 +115,20 @@ func startModel(b *testing.B) model.Endpoint {
 	go func() { _ = srv.Serve(l) }()
 	b.Cleanup(func() { _ = srv.Close() })
 	port := l.Addr().(*net.TCPAddr).Port
-	return model.Endpoint{Address: "127.0.0.1", Port: uint32(port)}
+	return ir.Endpoint{Address: "127.0.0.1", Port: uint32(port)}
 }
 
 // startEnvoyStack runs what `nemesis serve` runs for proxy logs (xDS with
 // the access-log service on its gRPC server, the sink) and one Envoy of
 // its own environment, and returns the URL of the model through Envoy.
 // A non-nil rows replaces the sink.
-func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep model.Endpoint, accessLogCluster string, rows accesslog.Sink) (string, *logsink.Sink) {
+func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep ir.Endpoint, accessLogCluster string, rows accesslog.Sink) (string, *logsink.Sink) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
 	port := testenv.Port(b)
 	env := fmt.Sprintf("bench-%d", port)
-	cp := xds.New(log, settings.NewStore(pool), translate.Options{
+	cp := xds.New(log, settingsdb.NewStore(pool), translate.Options{
 		ListenerAddress: "127.0.0.1", ListenerPort: uint32(port), AccessLogCluster: accessLogCluster,
 	})
 	cfg := logsink.DefaultConfig()
@@ -146,9 +146,9 @@ func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep model.Endpoint, access
 		rows = sink
 	}
 	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log).Register) }()
-	cp.RoutesChanged(ctx, map[string][]model.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []model.Endpoint{ep}}}})
+	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []ir.Endpoint{ep}}}})
 
-	testenv.ProjectEnvoy(b, l.Addr().String(), local.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
+	testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
 	target := fmt.Sprintf("http://127.0.0.1:%d/models/m/predict", port)
 	waitUp(b, target)
 	return target, sink

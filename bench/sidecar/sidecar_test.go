@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/nemesis-ml/nemesis/bench/internal/loadgen"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/sidecar"
 	"github.com/nemesis-ml/nemesis/sidecar/meter"
 )

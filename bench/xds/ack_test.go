@@ -17,12 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/api"
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/settings"
+	"github.com/nemesis-ml/nemesis/xds/settingsdb"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
@@ -53,10 +54,10 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	}
 	defer pool.Close()
 	log := slog.New(slog.DiscardHandler)
-	store := settings.NewStore(pool)
+	store := settingsdb.NewStore(pool)
 	opts := translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(testenv.Port(b))}
 	cp := xds.New(log, store, opts)
-	go settings.Watch(ctx, pool, log, func(env string) error { return cp.SettingsChanged(ctx, env) })
+	go settingsdb.Watch(ctx, pool, log, func(env string) error { return cp.SettingsChanged(ctx, env) })
 	xdsListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -73,7 +74,7 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 
 	env := "bench"
 	for i := range envoys {
-		testenv.ProjectEnvoy(b, xdsListener.Addr().String(), local.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn"})
+		testenv.ProjectEnvoy(b, xdsListener.Addr().String(), servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn"})
 	}
 
 	policies := []string{"round_robin", "least_connections", "random"}
@@ -93,7 +94,7 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	}
 
 	for i := range updates {
-		m := model.Environment{Name: env, Settings: settings.Settings{
+		m := ir.Environment{Name: env, Settings: settings.Settings{
 			Environment: env, Policy: settings.Policy(policies[i%3]), MaxConnections: 100 + i, TimeoutSeconds: 30,
 		}}
 		version := fmt.Sprintf("floor.%d", i)

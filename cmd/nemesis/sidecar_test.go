@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // buildNemesis builds this command into a temporary folder.

@@ -5,7 +5,6 @@ package ingest
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,10 +17,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"k8s.io/apimachinery/pkg/util/validation"
+	kvalidation "k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // MaxBody is the largest request body accepted.
@@ -51,7 +51,7 @@ type Options struct {
 // Handler serves POST /metrics.
 type Handler struct {
 	store    Appender
-	token    []byte
+	token    string
 	skew     time.Duration
 	log      *slog.Logger
 	now      func() time.Time
@@ -62,7 +62,7 @@ type Handler struct {
 // New returns the handler.
 func New(store Appender, opts Options) *Handler {
 	h := &Handler{
-		store: store, token: []byte(opts.Token), skew: opts.Skew, log: opts.Log, now: time.Now,
+		store: store, token: opts.Token, skew: opts.Skew, log: opts.Log, now: time.Now,
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nemesis_ingest_samples_total", Help: "Pod samples stored by POST /metrics.",
 		}),
@@ -95,60 +95,49 @@ const (
 	MaxInFlightRequests = 1e7
 )
 
-// fieldError is a 400 that names the offending field, e.g. "[3].cpuUsage".
-type fieldError struct {
-	Field   string `json:"field,omitempty"`
-	Message string `json:"error"`
-}
-
-func (e *fieldError) Error() string { return e.Field + ": " + e.Message }
-
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	code, body := h.serve(r)
+	code, stored, err := h.serve(r)
 	h.requests.WithLabelValues(strconv.Itoa(code)).Inc()
-	w.Header().Set("Content-Type", "application/json")
 	switch code {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="nemesis"`)
 	case http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(body)
+	if err != nil {
+		httpjson.WriteError(w, code, err.Field, err.Message)
+		return
+	}
+	httpjson.Write(w, code, map[string]int{"stored": stored})
 }
 
-func (h *Handler) serve(r *http.Request) (int, any) {
-	if len(h.token) > 0 && !h.authorized(r.Header.Get("Authorization")) {
-		return http.StatusUnauthorized, fieldError{Message: "missing or wrong bearer token"}
+func (h *Handler) serve(r *http.Request) (int, int, *validation.FieldError) {
+	if h.token != "" && !httpjson.HasToken(r, h.token) {
+		return http.StatusUnauthorized, 0, &validation.FieldError{Field: "Authorization", Message: "missing or wrong bearer token"}
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return http.StatusRequestEntityTooLarge, fieldError{Message: fmt.Sprintf("body larger than %d bytes", MaxBody)}
+			return http.StatusRequestEntityTooLarge, 0, validation.Errorf("", "body larger than %d bytes", MaxBody)
 		}
-		return http.StatusBadRequest, fieldError{Message: "reading body: " + err.Error()}
+		return http.StatusBadRequest, 0, validation.Errorf("", "reading body: %v", err)
 	}
 	samples, err := h.decode(raw)
 	if err != nil {
 		h.log.Info("refused samples", "remote", r.RemoteAddr, "body", string(raw[:min(len(raw), 512)]), "err", err)
-		var fe *fieldError
+		var fe *validation.FieldError
 		if errors.As(err, &fe) {
-			return http.StatusBadRequest, fe
+			return http.StatusBadRequest, 0, fe
 		}
-		return http.StatusBadRequest, fieldError{Message: err.Error()}
+		return http.StatusBadRequest, 0, validation.Errorf("", "%v", err)
 	}
 	if err := h.store.Append(r.Context(), samples); err != nil {
 		h.log.Error("storing samples", "samples", len(samples), "err", err)
-		return http.StatusServiceUnavailable, fieldError{Message: "samples not stored: " + err.Error()}
+		return http.StatusServiceUnavailable, 0, validation.Errorf("", "samples not stored: %v", err)
 	}
 	h.samples.Add(float64(len(samples)))
-	return http.StatusOK, map[string]int{"stored": len(samples)}
-}
-
-func (h *Handler) authorized(header string) bool {
-	token, ok := strings.CutPrefix(header, "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(token), h.token) == 1
+	return http.StatusOK, len(samples), nil
 }
 
 // decode parses one sample or an array of them and validates each; the
@@ -162,9 +151,8 @@ func (h *Handler) decode(raw []byte) ([]podmetric.Sample, error) {
 	}
 	// Trailing data, duplicate keys and keys that match a field only
 	// case-insensitively are refused before encoding/json, which allows them.
-	var fe *httpjson.FieldError
-	if err := httpjson.Check(raw, shape); errors.As(err, &fe) {
-		return nil, &fieldError{Field: fe.Field, Message: fe.Message}
+	if err := httpjson.Check(raw, shape); err != nil {
+		return nil, err
 	}
 	if len(raw) > 0 && raw[0] == '[' {
 		var items []json.RawMessage
@@ -172,7 +160,7 @@ func (h *Handler) decode(raw []byte) ([]podmetric.Sample, error) {
 			return nil, fmt.Errorf("body is not a JSON array of samples: %w", err)
 		}
 		if len(items) == 0 {
-			return nil, &fieldError{Message: "empty array: send at least one sample"}
+			return nil, &validation.FieldError{Message: "empty array: send at least one sample"}
 		}
 		samples := make([]podmetric.Sample, len(items))
 		for i, item := range items {
@@ -195,16 +183,16 @@ func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, pref
 	if err := dec.Decode(s); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return &fieldError{Field: prefix + typeErr.Field, Message: fmt.Sprintf("must be a %s", typeErr.Type)}
+			return &validation.FieldError{Field: prefix + typeErr.Field, Message: fmt.Sprintf("must be a %s", typeErr.Type)}
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-			return &fieldError{Field: prefix + strings.Trim(name, `"`), Message: "unknown field"}
+			return &validation.FieldError{Field: prefix + strings.Trim(name, `"`), Message: "unknown field"}
 		}
 		var parseErr *time.ParseError
 		if errors.As(err, &parseErr) {
-			return &fieldError{Field: prefix + "receivedAt", Message: "must be an RFC 3339 time"}
+			return &validation.FieldError{Field: prefix + "receivedAt", Message: "must be an RFC 3339 time"}
 		}
-		return &fieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON sample: " + err.Error()}
+		return &validation.FieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON sample: " + err.Error()}
 	}
 	if err := h.validate(s, now); err != nil {
 		err.Field = prefix + err.Field
@@ -213,9 +201,9 @@ func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, pref
 	return nil
 }
 
-func (h *Handler) validate(s *podmetric.Sample, now time.Time) *fieldError {
+func (h *Handler) validate(s *podmetric.Sample, now time.Time) *validation.FieldError {
 	if err := validID(s.ID); err != "" {
-		return &fieldError{Field: "id", Message: err}
+		return &validation.FieldError{Field: "id", Message: err}
 	}
 	for _, v := range []struct {
 		name       string
@@ -231,14 +219,14 @@ func (h *Handler) validate(s *podmetric.Sample, now time.Time) *fieldError {
 		{"inFlightRequests", s.InFlightRequests, MaxInFlightRequests, "requests"},
 	} {
 		if math.IsNaN(v.value) || v.value < 0 || v.value > v.max {
-			return &fieldError{Field: v.name, Message: fmt.Sprintf("must be a number from 0 to %g %s, got %v", v.max, v.unit, v.value)}
+			return &validation.FieldError{Field: v.name, Message: fmt.Sprintf("must be a number from 0 to %g %s, got %v", v.max, v.unit, v.value)}
 		}
 	}
 	switch {
 	case s.ReceivedAt.IsZero():
 		s.ReceivedAt = now
 	case s.ReceivedAt.After(now.Add(h.skew)):
-		return &fieldError{Field: "receivedAt", Message: fmt.Sprintf("%s is more than %s ahead of the server's clock", s.ReceivedAt.Format(time.RFC3339Nano), h.skew)}
+		return &validation.FieldError{Field: "receivedAt", Message: fmt.Sprintf("%s is more than %s ahead of the server's clock", s.ReceivedAt.Format(time.RFC3339Nano), h.skew)}
 	}
 	return nil
 }
@@ -249,10 +237,10 @@ func validID(id string) string {
 	if !ok {
 		return fmt.Sprintf("%q must be namespace/pod", id)
 	}
-	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+	if errs := kvalidation.IsDNS1123Label(ns); len(errs) > 0 {
 		return fmt.Sprintf("namespace %q: %s", ns, strings.Join(errs, "; "))
 	}
-	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
+	if errs := kvalidation.IsDNS1123Subdomain(pod); len(errs) > 0 {
 		return fmt.Sprintf("pod %q: %s", pod, strings.Join(errs, "; "))
 	}
 	return ""

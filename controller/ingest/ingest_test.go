@@ -14,7 +14,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/ingest"
 	"github.com/nemesis-ml/nemesis/controller/store"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func post(t *testing.T, url, token, body string) (int, map[string]any) {

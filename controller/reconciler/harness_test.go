@@ -22,8 +22,8 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
 	"github.com/nemesis-ml/nemesis/controller/store"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Run(m) }
@@ -34,7 +34,7 @@ type harness struct {
 	t     *testing.T
 	c     client.Client
 	ns    string
-	redis *local.Redis
+	redis *servers.Redis
 	store *store.Store
 	rdb   *redis.Client
 	pods  []string

@@ -25,7 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/xds/translate"
+	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
 )
 
 // DefaultMaxHeld is how many requests one route may hold by default.
@@ -90,13 +90,13 @@ func callOf(ctx context.Context) (call, error) {
 		}
 		return ""
 	}
-	c := call{key: routeKey{environment: first(translate.MetadataEnvironment), name: first(translate.MetadataRoute)}}
+	c := call{key: routeKey{environment: first(holdmeta.Environment), name: first(holdmeta.Route)}}
 	if c.key.environment == "" || !strings.Contains(c.key.name, "/") {
-		return c, status.Errorf(codes.InvalidArgument, "metadata %s and %s are required", translate.MetadataRoute, translate.MetadataEnvironment)
+		return c, status.Errorf(codes.InvalidArgument, "metadata %s and %s are required", holdmeta.Route, holdmeta.Environment)
 	}
-	secs, err := strconv.Atoi(first(translate.MetadataHoldTimeout))
+	secs, err := strconv.Atoi(first(holdmeta.HoldTimeout))
 	if err != nil || secs <= 0 {
-		secs = int(translate.DefaultHoldTimeout / time.Second)
+		secs = int(holdmeta.DefaultHoldTimeout / time.Second)
 	}
 	c.hold = time.Duration(secs) * time.Second
 	return c, nil

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/nemesis-ml/nemesis/xds/translate"
+	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
 )
 
 // fixture is an activator on a real gRPC server, with a route that becomes
@@ -71,8 +71,8 @@ func newFixture(t *testing.T, maxHeld int) *fixture {
 
 // send opens one request's stream, as Envoy does, and returns the answer.
 func (f *fixture) send(ctx context.Context, hold string) (*extprocv3.ProcessingResponse, error) {
-	ctx = metadata.AppendToOutgoingContext(ctx, translate.MetadataRoute, "ml/resnet",
-		translate.MetadataEnvironment, "production", translate.MetadataHoldTimeout, hold)
+	ctx = metadata.AppendToOutgoingContext(ctx, holdmeta.Route, "ml/resnet",
+		holdmeta.Environment, "production", holdmeta.HoldTimeout, hold)
 	stream, err := f.client.Process(ctx)
 	if err != nil {
 		return nil, err

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // TestEveryFilterIsAnIndexCondition fills proxy_logs with 200,000 rows in

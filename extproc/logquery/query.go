@@ -14,7 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // Limits of a page.
@@ -101,11 +101,11 @@ var (
 )
 
 // Parse validates the query string of GET /proxy/logs. Errors are
-// *httpjson.FieldError naming the parameter.
+// *validation.FieldError naming the parameter.
 func Parse(v url.Values) (Query, error) {
 	q := Query{Limit: DefaultLimit, MinLatencyMS: -1}
 	bad := func(field, format string, args ...any) (Query, error) {
-		return Query{}, &httpjson.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+		return Query{}, &validation.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 	}
 	for name, values := range v {
 		if len(values) != 1 {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 func TestParseRefusesNamingTheParameter(t *testing.T) {
@@ -43,7 +43,7 @@ func TestParseRefusesNamingTheParameter(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = Parse(v)
-		var fe *httpjson.FieldError
+		var fe *validation.FieldError
 		if !errors.As(err, &fe) || fe.Field != field {
 			t.Errorf("%s: error %v, want one naming %q", query, err, field)
 		}

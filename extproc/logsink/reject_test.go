@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func testConfig(t *testing.T) Config {

@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Run(m) }
@@ -35,7 +35,7 @@ func rows(from, n int) []Row {
 }
 
 type fixture struct {
-	pg   *local.Postgres
+	pg   *servers.Postgres
 	url  string
 	pool *pgxpool.Pool
 }

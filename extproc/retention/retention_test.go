@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Run(m) }

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // FuzzUnmarshal: whatever Unmarshal accepts, encoding/json accepts to the
-// same value; whatever it refuses is a FieldError.
+// same value; whatever it refuses is a validation.FieldError.
 func FuzzUnmarshal(f *testing.F) {
 	for _, seed := range []string{
 		`{"policy":"random","max_connections":3,"routes":[{"port":1}],"labels":{"A":{"port":2}},"zone":"z"}`,
@@ -20,9 +22,9 @@ func FuzzUnmarshal(f *testing.F) {
 		var strict body
 		err := Unmarshal(raw, &strict)
 		if err != nil {
-			var fe *FieldError
+			var fe *validation.FieldError
 			if !errors.As(err, &fe) {
-				t.Fatalf("refused without a FieldError: %v", err)
+				t.Fatalf("refused without a validation.FieldError: %v", err)
 			}
 			return
 		}

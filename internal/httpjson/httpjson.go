@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // Error is the body of every error answer.
@@ -33,19 +35,6 @@ func WriteError(w http.ResponseWriter, status int, field, message string) {
 	Write(w, status, Error{Error: message, Field: field})
 }
 
-// FieldError is a bad request body or parameter.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string {
-	if e.Field == "" {
-		return e.Message
-	}
-	return e.Field + ": " + e.Message
-}
-
 // Decode reads exactly one JSON value of at most maxBytes from r's body into
 // v, as strictly as Unmarshal.
 func Decode(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) error {
@@ -61,10 +50,10 @@ func ReadBody(w http.ResponseWriter, r *http.Request, maxBytes int64) ([]byte, e
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return nil, &FieldError{Message: fmt.Sprintf("body is larger than %d bytes", maxBytes)}
+		return nil, &validation.FieldError{Message: fmt.Sprintf("body is larger than %d bytes", maxBytes)}
 	}
 	if err != nil {
-		return nil, &FieldError{Message: "reading body: " + err.Error()}
+		return nil, &validation.FieldError{Message: "reading body: " + err.Error()}
 	}
 	return body, nil
 }
@@ -74,22 +63,22 @@ func decodeError(err error) error {
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &typeErr):
-		return &FieldError{Field: typeErr.Field, Message: fmt.Sprintf("must be %s, not %s", typeErr.Type, typeErr.Value)}
+		return &validation.FieldError{Field: typeErr.Field, Message: fmt.Sprintf("must be %s, not %s", typeErr.Type, typeErr.Value)}
 	case errors.As(err, &syntaxErr):
-		return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
+		return &validation.FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
 	case errors.Is(err, io.EOF):
-		return &FieldError{Message: "body is empty"}
+		return &validation.FieldError{Message: "body is empty"}
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return &FieldError{Field: field, Message: "unknown field"}
+		return &validation.FieldError{Field: field, Message: "unknown field"}
 	default:
-		return &FieldError{Message: "malformed JSON: " + err.Error()}
+		return &validation.FieldError{Message: "malformed JSON: " + err.Error()}
 	}
 }
 
-// WriteBadRequest answers 400 for a FieldError, 500 for anything else.
+// WriteBadRequest answers 400 for a validation.FieldError, 500 for anything else.
 func WriteBadRequest(w http.ResponseWriter, err error) {
-	var fe *FieldError
+	var fe *validation.FieldError
 	if errors.As(err, &fe) {
 		WriteError(w, http.StatusBadRequest, fe.Field, fe.Error())
 		return
@@ -104,14 +93,24 @@ func RequireToken(token string, next http.Handler) http.Handler {
 	if token == "" {
 		return next
 	}
-	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead &&
-			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="nemesis"`)
-			WriteError(w, http.StatusUnauthorized, "Authorization", "a valid bearer token is required")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !HasToken(r, token) {
+			WriteUnauthorized(w)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// HasToken reports whether r carries `Authorization: Bearer <token>`,
+// comparing in constant time. It is the one bearer-token check of the APIs.
+func HasToken(r *http.Request, token string) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+}
+
+// WriteUnauthorized answers 401 with the challenge a bearer-token client expects.
+func WriteUnauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="nemesis"`)
+	WriteError(w, http.StatusUnauthorized, "Authorization", "a valid bearer token is required")
 }

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // Unmarshal decodes exactly one JSON value from raw into v, more strictly
@@ -19,7 +21,7 @@ import (
 // a key twice, keys must match v's field names exactly (encoding/json
 // matches them case-insensitively and lets the last duplicate win, so
 // {"POLICY":"random","Policy":"least_connections"} would store the second),
-// and unknown fields are refused. Errors are *FieldError naming the key by
+// and unknown fields are refused. Errors are *validation.FieldError naming the key by
 // its path, such as "[3].cpuUsage".
 func Unmarshal(raw []byte, v any) error {
 	if err := Check(raw, v); err != nil {
@@ -42,7 +44,7 @@ func Check(raw []byte, v any) error {
 		return err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return &FieldError{Message: fmt.Sprintf("body holds more than one JSON value (trailing data at byte %d)", dec.InputOffset())}
+		return &validation.FieldError{Message: fmt.Sprintf("body holds more than one JSON value (trailing data at byte %d)", dec.InputOffset())}
 	}
 	return nil
 }
@@ -84,7 +86,7 @@ func checkValue(dec *json.Decoder, t reflect.Type, path string) error {
 				field = path + "." + key
 			}
 			if seen[key] {
-				return &FieldError{Field: field, Message: "appears more than once"}
+				return &validation.FieldError{Field: field, Message: "appears more than once"}
 			}
 			seen[key] = true
 			var next reflect.Type
@@ -96,10 +98,10 @@ func checkValue(dec *json.Decoder, t reflect.Type, path string) error {
 				if !known {
 					for name := range fields {
 						if strings.EqualFold(name, key) {
-							return &FieldError{Field: field, Message: fmt.Sprintf("unknown field; keys are case-sensitive: did you mean %q?", name)}
+							return &validation.FieldError{Field: field, Message: fmt.Sprintf("unknown field; keys are case-sensitive: did you mean %q?", name)}
 						}
 					}
-					return &FieldError{Field: field, Message: "unknown field"}
+					return &validation.FieldError{Field: field, Message: "unknown field"}
 				}
 				next = ft
 			}
@@ -117,11 +119,11 @@ func checkValue(dec *json.Decoder, t reflect.Type, path string) error {
 func syntaxError(err error, dec *json.Decoder) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		if dec.InputOffset() == 0 {
-			return &FieldError{Message: "body is empty"}
+			return &validation.FieldError{Message: "body is empty"}
 		}
-		return &FieldError{Message: "malformed JSON: unexpected end of body"}
+		return &validation.FieldError{Message: "malformed JSON: unexpected end of body"}
 	}
-	return &FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", dec.InputOffset(), err)}
+	return &validation.FieldError{Message: fmt.Sprintf("malformed JSON at byte %d: %v", dec.InputOffset(), err)}
 }
 
 func deref(t reflect.Type) reflect.Type {
@@ -168,7 +170,7 @@ var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
 // Query parses r's query string strictly: a malformed pair (a bad escape,
 // a semicolon) is an error rather than dropped, as url.Query would, and so
-// is a parameter given twice or not in known. Errors are *FieldError naming
+// is a parameter given twice or not in known. Errors are *validation.FieldError naming
 // the parameter.
 func Query(r *http.Request, known ...string) (url.Values, error) {
 	v := url.Values{}
@@ -182,17 +184,17 @@ func Query(r *http.Request, known ...string) (url.Values, error) {
 		rawKey, rawValue, _ := strings.Cut(pair, "=")
 		key, err := url.QueryUnescape(rawKey)
 		if err != nil || strings.Contains(rawKey, ";") {
-			return nil, &FieldError{Field: rawKey, Message: "malformed query parameter name"}
+			return nil, &validation.FieldError{Field: rawKey, Message: "malformed query parameter name"}
 		}
 		value, err := url.QueryUnescape(rawValue)
 		if err != nil || strings.Contains(rawValue, ";") {
-			return nil, &FieldError{Field: key, Message: "malformed query parameter value (a bad %-escape or a semicolon)"}
+			return nil, &validation.FieldError{Field: key, Message: "malformed query parameter value (a bad %-escape or a semicolon)"}
 		}
 		if _, dup := v[key]; dup {
-			return nil, &FieldError{Field: key, Message: "must be given once"}
+			return nil, &validation.FieldError{Field: key, Message: "must be given once"}
 		}
 		if known != nil && !slices.Contains(known, key) {
-			return nil, &FieldError{Field: key, Message: "unknown parameter; known: " + strings.Join(known, ", ")}
+			return nil, &validation.FieldError{Field: key, Message: "unknown parameter; known: " + strings.Join(known, ", ")}
 		}
 		v.Set(key, value)
 	}

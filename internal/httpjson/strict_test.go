@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 type inner struct {
@@ -59,9 +61,9 @@ func TestUnmarshalRefusesNamingTheKey(t *testing.T) {
 				}
 				return
 			}
-			var fe *FieldError
+			var fe *validation.FieldError
 			if !errors.As(err, &fe) || fe.Field != tc.field || fe.Message == "" {
-				t.Fatalf("error %#v, want a FieldError naming %q", err, tc.field)
+				t.Fatalf("error %#v, want a validation.FieldError naming %q", err, tc.field)
 			}
 		})
 	}
@@ -78,7 +80,7 @@ func TestQueryRefusesWhatDoesNotParse(t *testing.T) {
 	} {
 		r := httptest.NewRequest("GET", "/x?"+raw, nil)
 		_, err := Query(r, "environment", "limit", "cursor", "a")
-		var fe *FieldError
+		var fe *validation.FieldError
 		if field == "" {
 			if err != nil {
 				t.Errorf("%s: %v", raw, err)

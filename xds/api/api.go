@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/validation"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/server"
 	"github.com/nemesis-ml/nemesis/xds/settings"
@@ -36,13 +37,21 @@ const (
 // Handler serves the API.
 type Handler struct {
 	log     *slog.Logger
-	store   *settings.Store
+	store   Store
 	cp      *xds.ControlPlane
 	refused prometheus.Counter
 }
 
+// Store reads and writes the settings; xds/settingsdb.Store is the
+// production one.
+type Store interface {
+	Current(ctx context.Context, environment string) (settings.Settings, error)
+	History(ctx context.Context, environment string, limit int) ([]settings.Settings, error)
+	Insert(ctx context.Context, s settings.Settings) (settings.Settings, error)
+}
+
 // New returns the API's handler, its counter registered in reg.
-func New(log *slog.Logger, store *settings.Store, cp *xds.ControlPlane, reg prometheus.Registerer) (*Handler, error) {
+func New(log *slog.Logger, store Store, cp *xds.ControlPlane, reg prometheus.Registerer) (*Handler, error) {
 	h := &Handler{log: log, store: store, cp: cp, refused: prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "nemesis_settings_requests_refused_total",
 		Help: "Load-balancer settings API requests answered 400 for their parameters or body.",
@@ -79,7 +88,7 @@ func environmentParam(q url.Values) (string, error) {
 		return settings.DefaultEnvironment, nil
 	}
 	if err := settings.ValidEnvironment(env[0]); err != nil {
-		return "", &httpjson.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
+		return "", &validation.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
 	}
 	return env[0], nil
 }
@@ -116,7 +125,7 @@ func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
 	if raw, given := q["limit"]; given {
 		limit, err = strconv.Atoi(raw[0])
 		if err != nil || limit < 1 || limit > maxHistory {
-			h.refuse(w, r, &httpjson.FieldError{Field: "limit", Message: "must be a whole number from 1 to " + strconv.Itoa(maxHistory)}, nil)
+			h.refuse(w, r, &validation.FieldError{Field: "limit", Message: "must be a whole number from 1 to " + strconv.Itoa(maxHistory)}, nil)
 			return
 		}
 	}
@@ -151,18 +160,14 @@ func (p putRequest) settings() (settings.Settings, error) {
 	}
 	switch {
 	case p.Policy == nil:
-		return s, &httpjson.FieldError{Field: "policy", Message: "is required"}
+		return s, &validation.FieldError{Field: "policy", Message: "is required"}
 	case p.MaxConnections == nil:
-		return s, &httpjson.FieldError{Field: "max_connections", Message: "is required"}
+		return s, &validation.FieldError{Field: "max_connections", Message: "is required"}
 	case p.TimeoutSeconds == nil:
-		return s, &httpjson.FieldError{Field: "timeout_seconds", Message: "is required"}
+		return s, &validation.FieldError{Field: "timeout_seconds", Message: "is required"}
 	}
 	s.Policy, s.MaxConnections, s.TimeoutSeconds = settings.Policy(*p.Policy), *p.MaxConnections, *p.TimeoutSeconds
-	var fe *settings.FieldError
-	if err := s.Validate(); errors.As(err, &fe) {
-		return s, &httpjson.FieldError{Field: fe.Field, Message: fe.Message}
-	}
-	return s, nil
+	return s, s.Validate()
 }
 
 // putResponse is the stored settings and, with ?wait=ack, the Envoys that
@@ -236,13 +241,13 @@ func waitParams(r *http.Request) (bool, time.Duration, error) {
 		return false, 0, nil
 	case "ack":
 	default:
-		return false, 0, &httpjson.FieldError{Field: "wait", Message: "must be ack"}
+		return false, 0, &validation.FieldError{Field: "wait", Message: "must be ack"}
 	}
 	timeout := defaultAckTimeout
 	if raw := q.Get("timeout"); raw != "" {
 		d, err := time.ParseDuration(raw)
 		if err != nil || d <= 0 || d > maxAckTimeout {
-			return false, 0, &httpjson.FieldError{Field: "timeout", Message: "must be a duration such as 5s, at most " + maxAckTimeout.String()}
+			return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a duration such as 5s, at most " + maxAckTimeout.String()}
 		}
 		timeout = d
 	}

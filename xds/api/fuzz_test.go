@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // FuzzSettingsBody: any PUT body either gives settings that validate and
-// survive a JSON round trip unchanged, or is refused with a FieldError.
+// survive a JSON round trip unchanged, or is refused with a validation.FieldError.
 func FuzzSettingsBody(f *testing.F) {
 	for _, seed := range []string{
 		`{"environment":"prod","policy":"round_robin","max_connections":10,"timeout_seconds":5}`,
@@ -26,10 +27,10 @@ func FuzzSettingsBody(f *testing.F) {
 		if err == nil {
 			_, err = req.settings()
 		}
-		var fe *httpjson.FieldError
+		var fe *validation.FieldError
 		if err != nil {
 			if !errors.As(err, &fe) {
-				t.Fatalf("refused without a FieldError: %v", err)
+				t.Fatalf("refused without a validation.FieldError: %v", err)
 			}
 			return
 		}

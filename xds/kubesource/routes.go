@@ -8,7 +8,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
 // Objects are the Kubernetes objects routes are built from.
@@ -27,7 +27,7 @@ type Problem struct {
 // Routes returns the routes of every environment. An autoscaler whose
 // Service or port is missing still gets its route, with no endpoints, so
 // Envoy answers 503 for it rather than 404, and the problem is reported.
-func Routes(objs Objects) (map[string][]model.Route, []Problem) {
+func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 	services := map[string]corev1.Service{}
 	for _, svc := range objs.Services {
 		services[svc.Namespace+"/"+svc.Name] = svc
@@ -39,7 +39,7 @@ func Routes(objs Objects) (map[string][]model.Route, []Problem) {
 		slicesOf[key] = append(slicesOf[key], sl)
 	}
 
-	out := map[string][]model.Route{}
+	out := map[string][]ir.Route{}
 	var problems []Problem
 	for _, ca := range objs.Autoscalers {
 		spec := ca.Spec.Route
@@ -47,7 +47,7 @@ func Routes(objs Objects) (map[string][]model.Route, []Problem) {
 			continue
 		}
 		name := ca.Namespace + "/" + ca.Name
-		route := model.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []model.Endpoint{}}
+		route := ir.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []ir.Endpoint{}}
 		if ca.Spec.ScaleToZero != nil {
 			route.HoldTimeoutSeconds = ca.Spec.ScaleToZero.HoldTimeoutSeconds
 		}
@@ -84,9 +84,9 @@ func servicePortName(svc corev1.Service, port int32) (string, bool) {
 
 // readyEndpoints lists the ready addresses of the slices on the port named
 // portName (EndpointSlices carry target ports by the Service port's name).
-func readyEndpoints(slices []discoveryv1.EndpointSlice, portName string) []model.Endpoint {
-	out := []model.Endpoint{}
-	seen := map[model.Endpoint]bool{}
+func readyEndpoints(slices []discoveryv1.EndpointSlice, portName string) []ir.Endpoint {
+	out := []ir.Endpoint{}
+	seen := map[ir.Endpoint]bool{}
 	for _, sl := range slices {
 		if sl.AddressType != discoveryv1.AddressTypeIPv4 && sl.AddressType != discoveryv1.AddressTypeIPv6 {
 			continue
@@ -106,7 +106,7 @@ func readyEndpoints(slices []discoveryv1.EndpointSlice, portName string) []model
 				continue
 			}
 			for _, addr := range ep.Addresses {
-				e := model.Endpoint{Address: addr, Port: uint32(port)}
+				e := ir.Endpoint{Address: addr, Port: uint32(port)}
 				if !seen[e] {
 					seen[e] = true
 					out = append(out, e)

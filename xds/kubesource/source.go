@@ -15,7 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
 // +kubebuilder:rbac:groups=autoscaler-group.autoscaler,resources=customautoscalers,verbs=get;list;watch
@@ -26,12 +26,12 @@ import (
 type Source struct {
 	log    *slog.Logger
 	cache  cache.Cache
-	update func(map[string][]model.Route)
+	update func(map[string][]ir.Route)
 }
 
 // New returns a source on the API server of cfg; update receives the routes
 // of all environments after every change.
-func New(cfg *rest.Config, scheme *runtime.Scheme, log *slog.Logger, update func(map[string][]model.Route)) (*Source, error) {
+func New(cfg *rest.Config, scheme *runtime.Scheme, log *slog.Logger, update func(map[string][]ir.Route)) (*Source, error) {
 	c, err := cache.New(cfg, cache.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating kubernetes cache: %w", err)

@@ -66,12 +66,15 @@ type stream struct {
 
 func (s *stream) status() EnvoyStatus {
 	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack}
+	first := true
 	for _, v := range s.acked {
-		if st.AckedVersion != "" && st.AckedVersion != v {
+		// A type that has ACKed nothing yet ("") holds the others back too,
+		// whichever order the map yields them in.
+		if !first && v != st.AckedVersion {
 			st.AckedVersion = ""
 			break
 		}
-		st.AckedVersion = v
+		st.AckedVersion, first = v, false
 	}
 	return st
 }

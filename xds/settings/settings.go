@@ -1,11 +1,13 @@
-// Package settings holds an environment's load-balancing settings: their
-// validation (pure) and their storage in PostgreSQL's loadbalancer_settings.
+// Package settings holds an environment's load-balancing settings and their
+// validation. It is pure: xds/settingsdb stores them in PostgreSQL.
 package settings
 
 import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
 // Policy is how Envoy picks an endpoint for a request.
@@ -57,18 +59,10 @@ func Defaults(environment string) Settings {
 	}
 }
 
-// FieldError is a validation failure of one named field.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return fmt.Sprintf("%s: %s", e.Field, e.Message) }
-
 // ValidEnvironment reports whether name can name an environment.
 func ValidEnvironment(name string) error {
 	if !environmentPattern.MatchString(name) {
-		return &FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
+		return &validation.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
 	}
 	return nil
 }
@@ -81,13 +75,13 @@ func (s Settings) Validate() error {
 	switch s.Policy {
 	case RoundRobin, LeastConnections, Random:
 	default:
-		return &FieldError{Field: "policy", Message: "must be one of round_robin, least_connections, random"}
+		return &validation.FieldError{Field: "policy", Message: "must be one of round_robin, least_connections, random"}
 	}
 	if s.MaxConnections < MinMaxConnections || s.MaxConnections > MaxMaxConnections {
-		return &FieldError{Field: "max_connections", Message: fmt.Sprintf("must be between %d and %d", MinMaxConnections, MaxMaxConnections)}
+		return &validation.FieldError{Field: "max_connections", Message: fmt.Sprintf("must be between %d and %d", MinMaxConnections, MaxMaxConnections)}
 	}
 	if s.TimeoutSeconds < MinTimeoutSeconds || s.TimeoutSeconds > MaxTimeoutSeconds {
-		return &FieldError{Field: "timeout_seconds", Message: fmt.Sprintf("must be between %d and %d", MinTimeoutSeconds, MaxTimeoutSeconds)}
+		return &validation.FieldError{Field: "timeout_seconds", Message: fmt.Sprintf("must be between %d and %d", MinTimeoutSeconds, MaxTimeoutSeconds)}
 	}
 	return nil
 }

@@ -4,10 +4,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
-func buildLoadAssignment(r model.Route) *endpointv3.ClusterLoadAssignment {
+func buildLoadAssignment(r ir.Route) *endpointv3.ClusterLoadAssignment {
 	lbEndpoints := make([]*endpointv3.LbEndpoint, 0, len(r.Endpoints))
 	for _, e := range r.Endpoints {
 		lbEndpoints = append(lbEndpoints, &endpointv3.LbEndpoint{

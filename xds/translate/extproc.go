@@ -11,11 +11,13 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
 // The activator contract: Envoy's ext_proc filter, enabled only on routes
-// without a ready endpoint, calls the activator with these gRPC metadata.
+// without a ready endpoint, calls the activator with the gRPC metadata of
+// extproc/holdmeta.
 const (
 	// ExtProcFilterName names the activator's filter in the HTTP chain and
 	// in routes' typed_per_filter_config.
@@ -23,15 +25,8 @@ const (
 	// ControlPlaneCluster is the bootstrap's cluster of `nemesis serve`'s
 	// gRPC server, which serves ADS and the activator.
 	ControlPlaneCluster = "nemesis-xds"
-	// MetadataRoute carries the route's name (the CustomAutoscaler's
-	// namespace/name), MetadataEnvironment its environment, and
-	// MetadataHoldTimeout how long the activator may hold a request, in
-	// whole seconds.
-	MetadataRoute       = "x-nemesis-route"
-	MetadataEnvironment = "x-nemesis-environment"
-	MetadataHoldTimeout = "x-nemesis-hold-timeout"
 	// DefaultHoldTimeout applies when neither the route nor the options set one.
-	DefaultHoldTimeout = 120 * time.Second
+	DefaultHoldTimeout = holdmeta.DefaultHoldTimeout
 	// messageTimeout is how long Envoy waits for the activator's answer,
 	// the most Envoy allows; the activator always answers first, and this
 	// only bounds a hung one.
@@ -81,7 +76,7 @@ func buildExtProcFilter() (*hcmv3.HttpFilter, error) {
 }
 
 // holdTimeout is how long the activator may hold a request of the route.
-func holdTimeout(r model.Route, opts Options) time.Duration {
+func holdTimeout(r ir.Route, opts Options) time.Duration {
 	switch {
 	case r.HoldTimeoutSeconds > 0:
 		return min(time.Duration(r.HoldTimeoutSeconds)*time.Second, MaxHoldTimeout)
@@ -93,12 +88,12 @@ func holdTimeout(r model.Route, opts Options) time.Duration {
 
 // extProcPerRoute enables the activator on a route at zero and tells it
 // which route, environment and hold timeout a request belongs to.
-func extProcPerRoute(env string, r model.Route, hold time.Duration) (map[string]*anypb.Any, error) {
+func extProcPerRoute(env string, r ir.Route, hold time.Duration) (map[string]*anypb.Any, error) {
 	cfg, err := anypb.New(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
 		Overrides: &extprocv3.ExtProcOverrides{GrpcInitialMetadata: []*corev3.HeaderValue{
-			{Key: MetadataRoute, Value: r.Name},
-			{Key: MetadataEnvironment, Value: env},
-			{Key: MetadataHoldTimeout, Value: strconv.Itoa(int(hold / time.Second))},
+			{Key: holdmeta.Route, Value: r.Name},
+			{Key: holdmeta.Environment, Value: env},
+			{Key: holdmeta.HoldTimeout, Value: strconv.Itoa(int(hold / time.Second))},
 		}},
 	}})
 	if err != nil {

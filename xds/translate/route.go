@@ -6,10 +6,10 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
-func buildRouteConfig(env model.Environment, opts Options) (*routev3.RouteConfiguration, error) {
+func buildRouteConfig(env ir.Environment, opts Options) (*routev3.RouteConfiguration, error) {
 	timeout := durationpb.New(time.Duration(env.Settings.TimeoutSeconds) * time.Second)
 	routes := make([]*routev3.Route, 0, len(env.Routes))
 	for _, r := range env.Routes {

@@ -9,7 +9,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
 // Names of the resources every environment has.
@@ -36,8 +36,12 @@ type Options struct {
 type Resources map[resource.Type][]types.Resource
 
 // Translate returns the listener, route configuration, clusters and
-// endpoints of env, which must be normalized.
-func Translate(env model.Environment, opts Options) (Resources, error) {
+// endpoints of env, which must be normalized and valid (ir.Environment's
+// Normalize and Validate).
+func Translate(env ir.Environment, opts Options) (Resources, error) {
+	if err := env.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid environment %q: %w", env.Name, err)
+	}
 	listener, err := buildListener(opts)
 	if err != nil {
 		return nil, fmt.Errorf("building listener: %w", err)

@@ -12,19 +12,23 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
-	"github.com/nemesis-ml/nemesis/xds/model"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/out from the translator's output")
 
 type input struct {
-	Environment model.Environment `json:"environment"`
+	Environment ir.Environment    `json:"environment"`
 	Options     translate.Options `json:"options"`
+	// Error, when set, says the translator must refuse the environment with
+	// an error containing it, and return nothing: the environment is then
+	// translated as written, without Normalize, and has no output file.
+	Error string `json:"error,omitempty"`
 }
 
 // TestGolden translates every testdata/in/*.yaml and compares the resources,
-// as YAML, with testdata/out/*.yaml.
+// as YAML, with testdata/out/*.yaml; inputs with an error must fail.
 func TestGolden(t *testing.T) {
 	files, err := filepath.Glob("testdata/in/*.yaml")
 	if err != nil || len(files) == 0 {
@@ -41,6 +45,17 @@ func TestGolden(t *testing.T) {
 			if err := yaml.UnmarshalStrict(raw, &in); err != nil {
 				t.Fatal(err)
 			}
+			path := filepath.Join("testdata", "out", name+".yaml")
+			if in.Error != "" {
+				res, err := translate.Translate(in.Environment, in.Options)
+				if err == nil || !strings.Contains(err.Error(), in.Error) || res != nil {
+					t.Errorf("Translate = %d resource types, %v; want nothing and an error with %q", len(res), err, in.Error)
+				}
+				if _, err := os.Stat(path); err == nil {
+					t.Errorf("%s exists for an input that must fail", path)
+				}
+				return
+			}
 			in.Environment.Normalize()
 			res, err := translate.Translate(in.Environment, in.Options)
 			if err != nil {
@@ -55,7 +70,6 @@ func TestGolden(t *testing.T) {
 				}
 			}
 			got := render(t, res)
-			path := filepath.Join("testdata", "out", name+".yaml")
 			if *update {
 				if err := os.WriteFile(path, got, 0o644); err != nil {
 					t.Fatal(err)

@@ -1,0 +1,185 @@
+package servers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// EnvoyConfig says how to start one Envoy.
+type EnvoyConfig struct {
+	// Bootstrap is the path of the bootstrap file (YAML).
+	Bootstrap string
+	// Dir holds the log.
+	Dir string
+	// AdminPort overrides the bootstrap's admin address with 127.0.0.1:AdminPort.
+	AdminPort int
+	// NodeID and Cluster set Envoy's node; the cluster names the environment.
+	NodeID  string
+	Cluster string
+	// LogLevel defaults to "info".
+	LogLevel string
+}
+
+// Envoy is a running Envoy.
+type Envoy struct {
+	Config EnvoyConfig
+	proc   *Process
+}
+
+// StartEnvoy starts the Envoy that `make tools` installed and waits until its
+// admin interface answers. Envoy on ADS turns LIVE only once the control
+// plane has served it: see WaitLive.
+func StartEnvoy(ctx context.Context, cfg EnvoyConfig) (*Envoy, error) {
+	tools, err := ToolsDir()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	args := []string{
+		"-c", cfg.Bootstrap,
+		// Several Envoys share this machine: no hot-restart shared memory.
+		"--disable-hot-restart",
+		"--log-level", cfg.LogLevel,
+		"--config-yaml", fmt.Sprintf(`{admin: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}`, cfg.AdminPort),
+	}
+	if cfg.NodeID != "" {
+		args = append(args, "--service-node", cfg.NodeID)
+	}
+	if cfg.Cluster != "" {
+		args = append(args, "--service-cluster", cfg.Cluster)
+	}
+	cmd := exec.Command(filepath.Join(tools, "envoy"), args...)
+	proc, err := Start("envoy", filepath.Join(cfg.Dir, "envoy.log"), cmd)
+	if err != nil {
+		return nil, err
+	}
+	e := &Envoy{Config: cfg, proc: proc}
+	err = waitFor(proc, 30*time.Second, func() error {
+		_, err := e.Admin(ctx, "/ready")
+		return err
+	})
+	if err != nil {
+		_ = proc.Stop(5 * time.Second)
+		return nil, fmt.Errorf("starting envoy: %w", err)
+	}
+	return e, nil
+}
+
+// WaitLive waits until Envoy's admin /ready answers LIVE: its listeners and
+// clusters are initialised.
+func (e *Envoy) WaitLive(ctx context.Context, timeout time.Duration) error {
+	return waitFor(e.proc, timeout, func() error {
+		state, err := e.Admin(ctx, "/ready")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(state) != "LIVE" {
+			return fmt.Errorf("envoy is %s", strings.TrimSpace(state))
+		}
+		return nil
+	})
+}
+
+// AdminURL is the base URL of Envoy's admin interface.
+func (e *Envoy) AdminURL() string { return fmt.Sprintf("http://127.0.0.1:%d", e.Config.AdminPort) }
+
+// Admin GETs an admin path and returns the body.
+func (e *Envoy) Admin(ctx context.Context, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.AdminURL()+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("envoy admin %s: %w", path, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("envoy admin %s: %w", path, err)
+	}
+	return string(body), nil
+}
+
+// Stop shuts Envoy down.
+func (e *Envoy) Stop() error { return e.proc.Stop(10 * time.Second) }
+
+// Process is the running Envoy process.
+func (e *Envoy) Process() *Process { return e.proc }
+
+// RenderBootstrap writes the bootstrap template (envoy/bootstrap.yaml) into
+// dir with the xDS server's address filled in, and returns the file's path.
+func RenderBootstrap(template, dir, xdsAddr string) (string, error) {
+	host, port, err := net.SplitHostPort(xdsAddr)
+	if err != nil {
+		return "", fmt.Errorf("parsing xds address %q: %w", xdsAddr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return "", fmt.Errorf("parsing xds port %q: %w", port, err)
+	}
+	raw, err := os.ReadFile(template)
+	if err != nil {
+		return "", fmt.Errorf("reading envoy bootstrap: %w", err)
+	}
+	out := strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port).Replace(string(raw))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "bootstrap.yaml")
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
+	}
+	return path, nil
+}
+
+// RouteFilters returns the names of the HTTP filters that the route named
+// route configures for itself (typed_per_filter_config), from the dynamic
+// route configurations Envoy runs; found is false when no route has that
+// name.
+func (e *Envoy) RouteFilters(ctx context.Context, route string) (filters []string, found bool, err error) {
+	raw, err := e.Admin(ctx, "/config_dump?resource=dynamic_route_configs")
+	if err != nil {
+		return nil, false, err
+	}
+	var dump struct {
+		Configs []struct {
+			RouteConfig struct {
+				VirtualHosts []struct {
+					Routes []struct {
+						Name                 string                     `json:"name"`
+						TypedPerFilterConfig map[string]json.RawMessage `json:"typed_per_filter_config"`
+					} `json:"routes"`
+				} `json:"virtual_hosts"`
+			} `json:"route_config"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal([]byte(raw), &dump); err != nil {
+		return nil, false, fmt.Errorf("reading envoy's route configurations: %w", err)
+	}
+	for _, c := range dump.Configs {
+		for _, vh := range c.RouteConfig.VirtualHosts {
+			for _, r := range vh.Routes {
+				if r.Name == route {
+					return slices.Sorted(maps.Keys(r.TypedPerFilterConfig)), true, nil
+				}
+			}
+		}
+	}
+	return nil, false, nil
+}
