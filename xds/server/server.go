@@ -87,7 +87,7 @@ type Server struct {
 	// snapshot connects, so one can be built for it.
 	newEnvironment func(environment string)
 
-	metrics        *metrics
+	metrics *metrics
 
 	mu      sync.Mutex
 	streams map[int64]*stream
