@@ -45,7 +45,7 @@ func TestManifestsApply(t *testing.T) {
 	}
 
 	root := testenv.RepoRoot(t)
-	for _, dir := range []string{"samples", "sample-model"} {
+	for _, dir := range []string{"samples", "sample-model", filepath.Join("monitoring", "dashboards")} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "models"}}
 		if err := c.Create(t.Context(), ns); client.IgnoreAlreadyExists(err) != nil {
 			t.Fatal(err)

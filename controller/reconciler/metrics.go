@@ -86,9 +86,21 @@ func (m *metrics) observe(ca *v1alpha1.CustomAutoscaler, obs observation, aggreg
 	m.ready.WithLabelValues(ns, name).Set(float64(len(obs.readyPods)))
 	m.min.WithLabelValues(ns, name).Set(float64(ca.Spec.MinReplicas))
 	m.max.WithLabelValues(ns, name).Set(float64(ca.Spec.MaxReplicas))
+	// At zero, so that rate() and increase() see the first: the errors,
+	// and the scales each rule, a wake and the min/max bounds (no rule)
+	// can make.
 	for _, reason := range errReasons {
-		m.errors.WithLabelValues(ns, name, reason) // at zero, so that rate() sees the first
+		m.errors.WithLabelValues(ns, name, reason)
 	}
+	for _, rule := range ca.Spec.Rules {
+		m.scales.WithLabelValues(ns, name, string(rule.Action), rule.ID)
+	}
+	increase, decrease := string(v1alpha1.ActionIncreaseInstances), string(v1alpha1.ActionDecreaseInstances)
+	if ca.Spec.MinReplicas == 0 {
+		m.scales.WithLabelValues(ns, name, increase, v1alpha1.ActivationRule)
+	}
+	m.scales.WithLabelValues(ns, name, increase, "")
+	m.scales.WithLabelValues(ns, name, decrease, "")
 
 	reporting, newest := 0, time.Time{}
 	for _, pod := range obs.readyPods {
