@@ -21,8 +21,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
-	"github.com/nemesis-ml/nemesis/internal/local"
-	"github.com/nemesis-ml/nemesis/internal/testenv"
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // proxyLogAlert is the alert that stopping PostgreSQL must fire, and
@@ -140,28 +140,28 @@ func TestPrometheusScrapesTheStack(t *testing.T) {
 
 // testProm is the test's Prometheus.
 type testProm struct {
-	*local.Prometheus
+	*servers.Prometheus
 }
 
 // startPrometheus runs Prometheus scraping serve, the Envoy's admin and the
 // sidecars of the stack's namespace every second, with testRules loaded.
-func (s *stack) startPrometheus(envoy *local.Envoy) testProm {
+func (s *stack) startPrometheus(envoy *servers.Envoy) testProm {
 	s.t.Helper()
 	dir := testenv.Dir(s.t, "prometheus")
 	targets := filepath.Join(dir, "sidecars.json")
 	ctx, stop := context.WithCancel(context.Background())
 	synced := make(chan error, 1)
-	go func() { synced <- local.SidecarTargets(ctx, testenv.Kube(s.t), targets, time.Second) }()
+	go func() { synced <- servers.SidecarTargets(ctx, testenv.Kube(s.t), targets, time.Second) }()
 	s.t.Cleanup(func() {
 		stop()
 		if err := <-synced; err != nil {
 			s.t.Error(err)
 		}
 	})
-	p, err := local.StartPrometheus(s.t.Context(), local.PrometheusConfig{
+	p, err := servers.StartPrometheus(s.t.Context(), servers.PrometheusConfig{
 		Dir: dir, Port: testenv.Port(s.t), Interval: time.Second, Rules: []string{testRules(s.t, dir)},
 		SidecarTargets: targets,
-		Targets: []local.ScrapeTarget{
+		Targets: []servers.ScrapeTarget{
 			{Job: "nemesis", Address: s.serveListen},
 			{Job: "envoy", Address: strings.TrimPrefix(envoy.AdminURL(), "http://"), Path: "/stats/prometheus"},
 		},
