@@ -74,6 +74,9 @@ func TestPrometheusScrapesTheStack(t *testing.T) {
 	stopLoad := s.load(url, 4)
 	defer stopLoad()
 
+	if code, body := s.request(http.MethodGet, "/proxy/logs?limit=1", "", ""); code != http.StatusOK { // for its counter
+		t.Fatalf("GET /proxy/logs: %d %s", code, body)
+	}
 	t.Run("documented metrics are exported", func(t *testing.T) { s.checkDocumentedMetrics(t) })
 
 	t.Run("the wake is in the cold-start histograms", func(t *testing.T) {
