@@ -9,7 +9,7 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen
 
 export NEMESIS_TOOLS_BIN := $(TOOLS)
 
-.PHONY: all tools build generate check-generated lint check-rules test fuzz run bench clean
+.PHONY: all tools build generate check-generated lint check-rules test test-cluster fuzz images cluster cluster-down run bench clean
 
 all: build
 
@@ -70,6 +70,22 @@ test: check-generated lint check-rules
 ## fuzz: run every Go fuzz target for FUZZTIME each (default 2m).
 fuzz:
 	FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
+
+## images: build the images of manifests/ and the test node offline into bin/images (hack/images.sh).
+images: tools
+	@bash hack/images.sh
+
+## cluster: start a single-node Kubernetes cluster here with the images loaded; Ctrl-C removes it.
+cluster: images
+	@bash hack/cluster/cluster.sh up
+
+## cluster-down: remove the node of make cluster or of a test that could not (hack/cluster/cluster.sh).
+cluster-down:
+	@bash hack/cluster/cluster.sh down
+
+## test-cluster: apply manifests/ on a real node and test them end to end (tests/cluster).
+test-cluster: images
+	$(GO) test -count=1 -timeout 30m -v ./tests/cluster
 
 ## run: start the whole stack on this machine and print where it listens.
 run: tools build

