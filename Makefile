@@ -55,7 +55,7 @@ check-rules: tools
 
 ## test: everything above, then every test (with the race detector but in tests/).
 test: check-generated lint check-rules
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$)
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$ -e /tests/cluster)
 	@# The end-to-end flows run alone and without the race detector: what they
 	@# time (a wake from zero) is the built binaries' work, not the
 	@# instrumentation's or another package's. Every package they drive runs

@@ -4,6 +4,7 @@
 # `ctr image import` loads:
 #   localhost/nemesis/nemesis:dev   the project's Dockerfile, unchanged but for
 #                                   its base build arguments
+#   localhost/nemesis/nemesis-dev:dev  its dev target (the demo model)
 #   localhost/nemesis/envoy:v1.40.0 the Envoy binary of .tools/bin/envoy
 #   localhost/nemesis/pause:3.10    the pod sandbox (hack/images/pause)
 #   localhost/nemesis/coredns:dev   the CoreDNS of .tools/bin/coredns
@@ -139,12 +140,18 @@ build localhost/nemesis/redis:7 "$here/redis.Containerfile" "$here" --network=ho
 # incremental.
 log "building localhost/nemesis/nemesis:dev from Dockerfile"
 (cd "$root" && go mod download)
-podman build --pull=never --network=none -q \
-	--build-arg GO_IMAGE="$golang" --build-arg BASE_IMAGE="$static" \
-	-v "$(go env GOMODCACHE):/go/pkg/mod" -v "$(go env GOCACHE):/root/.cache/go-build" \
-	-f "$root/Dockerfile" -t localhost/nemesis/nemesis:dev "$root" >/dev/null
+dockerfile() { # TAG [podman build flags]
+	local tag=$1
+	shift
+	podman build --pull=never --network=none -q \
+		--build-arg GO_IMAGE="$golang" --build-arg BASE_IMAGE="$static" \
+		-v "$(go env GOMODCACHE):/go/pkg/mod" -v "$(go env GOCACHE):/root/.cache/go-build" \
+		-f "$root/Dockerfile" -t "$tag" "$@" "$root" >/dev/null
+}
+dockerfile localhost/nemesis/nemesis:dev
+dockerfile localhost/nemesis/nemesis-dev:dev --target dev
 
-for image in localhost/nemesis/nemesis:dev "localhost/nemesis/envoy:v$envoy_version" localhost/nemesis/pause:3.10 \
+for image in localhost/nemesis/nemesis:dev localhost/nemesis/nemesis-dev:dev "localhost/nemesis/envoy:v$envoy_version" localhost/nemesis/pause:3.10 \
 	localhost/nemesis/coredns:dev localhost/nemesis/postgres:15 localhost/nemesis/redis:7; do
 	save "$image"
 done

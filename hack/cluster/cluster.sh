@@ -164,6 +164,7 @@ start() {
 		--bind-address 0.0.0.0 --secure-port "$API_PORT" --advertise-address "$ip" \
 		--service-cluster-ip-range "$SERVICE_CIDR" --service-node-port-range 30000-32767 \
 		--client-ca-file "$STATE/pki/ca.crt" --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+		--kubelet-preferred-address-types InternalIP \
 		--kubelet-client-certificate "$STATE/pki/apiserver-kubelet.crt" --kubelet-client-key "$STATE/pki/apiserver-kubelet.key" \
 		--service-account-key-file "$STATE/pki/sa.pub" --service-account-signing-key-file "$STATE/pki/sa.key" \
 		--service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -238,7 +239,7 @@ remove_kube_chains() {
 	local cmd=$1 table rule chain
 	for table in filter nat mangle; do
 		"$cmd" -t "$table" -S >/dev/null 2>&1 || continue
-		"$cmd" -t "$table" -S | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | while read -r rule; do
+		{ "$cmd" -t "$table" -S | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' || true; } | while read -r rule; do
 			eval "$cmd -t $table ${rule/-A/-D}" || true
 		done
 		for chain in $("$cmd" -t "$table" -S | sed -n 's/^-N \(KUBE-[A-Z0-9-]*\)$/\1/p'); do
@@ -275,7 +276,7 @@ down() {
 
 	# Mounts under the node's folders (volumes, rootfs, shm) and its pods'
 	# network namespaces, deepest first.
-	findmnt -rn -o TARGET | grep -E "^($STATE|/run/containerd|/var/lib/kubelet)/" | sort -r | while read -r m; do
+	{ findmnt -rn -o TARGET | grep -E "^($STATE|/run/containerd|/var/lib/kubelet)/" || true; } | sort -r | while read -r m; do
 		umount -l "$m" 2>/dev/null || true
 	done
 	for ns in $(ls /run/netns 2>/dev/null | grep '^cni-' || true); do
