@@ -53,8 +53,8 @@ check-rules: tools
 		grep -q "alertname: $$alert$$" $(RULES)/rules_test.yaml || { echo "alert $$alert has no unit test in $(RULES)/rules_test.yaml"; exit 1; }; \
 		grep -q "^## $$alert$$" docs/runbooks.md || { echo "alert $$alert has no runbook in docs/runbooks.md"; exit 1; }; done
 
-## test: everything above, then every test (with the race detector but in tests/).
-test: check-generated lint check-rules
+## test: everything above, then every test (with the race detector but in tests/), then tests/cluster on a real node.
+test: check-generated lint check-rules images
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$ -e /tests/cluster)
 	@# The end-to-end flows run alone and without the race detector: what they
 	@# time (a wake from zero) is the built binaries' work, not the
@@ -64,6 +64,9 @@ test: check-generated lint check-rules
 	@# Alone: its tests check that a child burning one core reads as one core,
 	@# which only holds while no other test package competes for the CPU.
 	$(GO) test -race -count=1 -timeout 5m ./sidecar/meter
+	@# manifests-dev on a real single-node cluster (hack/cluster), with the
+	@# images just built: one node per machine, so alone.
+	$(GO) test -count=1 -timeout 20m ./tests/cluster
 	@# Every fuzz target briefly; their seed corpora already ran above.
 	FUZZTIME=5s bash hack/fuzz.sh
 

@@ -27,6 +27,11 @@ here=$root/hack/images
 mkdir -p "$out" "$cache/images"
 export CONTAINERS_CONF=$here/containers.conf
 
+# Image names are machine-wide in podman's storage: two checkouts building
+# at once would save each other's images. One build at a time.
+exec 8>/run/nemesis-images.lock
+flock 8
+
 # debootstrap's snapshot of bookworm; rebuilt only when the archive is absent.
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}

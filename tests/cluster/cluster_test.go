@@ -34,7 +34,8 @@ var answered atomic.Int64
 // kubectl, waits for every Deployment to be Available, then checks through
 // the Services, as a client in the cluster's network would: a prediction,
 // a settings change ACKed by the Envoys, a wake from zero, the proxy logs,
-// a scale-up under load and the loss of a control-plane pod.
+// a scale-up under load, the loss of a control-plane pod and the way back
+// to zero when idle.
 func TestManifestsOnARealNode(t *testing.T) {
 	needNode(t)
 	testdata := filepath.Join(node.root, "tests", "cluster", "testdata")
@@ -113,6 +114,19 @@ func TestManifestsOnARealNode(t *testing.T) {
 	t.Run("deleting a control-plane pod under traffic fails no request", func(t *testing.T) {
 		checkControlPlanePodLoss(t, predictURL)
 	})
+
+	t.Run("idle takes the model back to zero", func(t *testing.T) {
+		// The demo waits two minutes without requests, with a minute's
+		// scale-down stabilization; the test shortens both.
+		kubectl(t, "-n", "demo", "patch", "customautoscaler", "digits", "--type=json", "-p",
+			`[{"op":"test","path":"/spec/rules/2/id","value":"idle"},{"op":"replace","path":"/spec/rules/2/windowSeconds","value":5},`+
+				`{"op":"replace","path":"/spec/scaleToZero/idlePeriodSeconds","value":5},`+
+				`{"op":"replace","path":"/spec/behavior/scaleDown/stabilizationWindowSeconds","value":0}]`)
+		began := time.Now()
+		kubectl(t, "-n", "demo", "wait", "--for=jsonpath={.spec.replicas}=0", "deployment/digits", "--timeout=3m")
+		kubectl(t, "-n", "demo", "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=digits", "--timeout=2m")
+		t.Logf("at zero %s after the idle rule was shortened", time.Since(began).Round(time.Second))
+	})
 }
 
 // checkPods: every pod Running with every container ready; every container
@@ -142,7 +156,7 @@ func checkPods(t *testing.T) {
 
 // checkSettingsAcked PUTs new settings with ?wait=ack through the Service,
 // then asks every control-plane replica which Envoys it serves: each Envoy
-// pod is connected to one of them and has ACKed the new version.
+// pod is connected to one of them and ACKs the new version.
 func checkSettingsAcked(t *testing.T, api string) {
 	body := `{"policy":"least_connections","max_connections":100,"timeout_seconds":30}`
 	req, _ := http.NewRequest(http.MethodPut, api+"/loadbalancer/settings?wait=ack&timeout=30s", strings.NewReader(body))
@@ -167,9 +181,9 @@ func checkSettingsAcked(t *testing.T, api string) {
 	}
 	envoys := strings.Fields(kubectl(t, "-n", "nemesis-system", "get", "pods", "-l", "app.kubernetes.io/name=envoy",
 		"-o", `jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}`))
-	if len(put.AckedBy) == 0 {
-		t.Fatalf("PUT acked by no Envoy: %s", raw)
-	}
+	// acked_by names only the Envoys connected to the replica that took
+	// the PUT, none when every Envoy is on the other one (docs/cluster.md):
+	// every replica is asked below.
 	for _, a := range put.AckedBy {
 		if !slices.Contains(envoys, a.Node) {
 			t.Errorf("acked by %q, not an Envoy pod of %v", a.Node, envoys)
