@@ -95,7 +95,7 @@ run: tools build
 	bin/nemesis-dev dev
 
 ## bench: run the benchmarks under bench/.
-bench: tools build
+bench: tools build images
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/...
 
 clean:

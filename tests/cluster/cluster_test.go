@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,18 +37,10 @@ var answered atomic.Int64
 // to zero when idle.
 func TestManifestsOnARealNode(t *testing.T) {
 	needNode(t)
-	testdata := filepath.Join(node.root, "tests", "cluster", "testdata")
 	since := time.Now().UTC()
-
-	kubectl(t, "apply", "-k", filepath.Join(testdata, "dev"))
-	kubectl(t, "-n", "nemesis-system", "wait", "--for=condition=Available", "deployment", "--all", "--timeout=5m")
-	// The CustomAutoscaler's CRD came with manifests-dev; discovery may take
-	// a moment to serve it.
-	testenv.Eventually(t, time.Minute, "applying manifests-dev/demo", func() error {
-		_, err := kubectlErr("apply", "-k", filepath.Join(testdata, "demo"))
-		return err
-	})
-	kubectl(t, "-n", "demo", "wait", "--for=condition=Available", "deployment/digits", "--timeout=3m")
+	if err := theNode.ApplyDev(); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("kubectl get pods -A:\n%s", kubectl(t, "get", "pods", "-A"))
 
 	t.Run("every pod is ready, non-root on a read-only root filesystem", func(t *testing.T) {
