@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/internal/testing/node"
 )
 
@@ -93,8 +94,11 @@ func BenchmarkWakeOnRealNode(b *testing.B) {
 }
 
 // toZero scales the demo to zero, removes its pods at once and waits until
-// the Service has no endpoint left and Envoy had the time to learn it.
+// the Service has no endpoint left and Envoy had the time to learn it. It
+// first lets the last wake's activation lease run out: while it runs the
+// controller takes requests as held and would wake the model again.
 func toZero(b *testing.B, n *node.Node) {
+	time.Sleep(v1alpha1.ActivationLease + time.Second)
 	steps := [][]string{
 		{"-n", "demo", "scale", "deployment/digits", "--replicas=0"},
 		{"-n", "demo", "delete", "pod", "-l", "app.kubernetes.io/name=digits", "--grace-period=1", "--wait=true"},

@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
@@ -131,21 +129,25 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 // migrates on a pool of its own, without the statement timeout of the
 // serving pools: building an index on a large table takes what it takes.
 func connectAndMigrate(ctx context.Context, log *slog.Logger, url string) error {
-	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 5 * time.Second, Steps: math.MaxInt32}
-	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+	// Not wait.ExponentialBackoff: with a Cap it stops retrying once the
+	// delay reaches the cap, about 6 s in, and a pod whose PostgreSQL is
+	// still creating its database (a fresh install) would exit.
+	delay := 200 * time.Millisecond
+	for {
 		p, err := database.OpenPool(ctx, url, database.PoolConfig{Name: "nemesis-migrate", MaxConns: 1})
 		if err == nil {
 			err = database.Migrate(ctx, p, log)
 			p.Close()
 			if err == nil {
-				return true, nil
+				return nil
 			}
 		}
 		log.Warn("database not ready, retrying", "err", err)
-		return false, nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for database: %w", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for database: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
 	}
-	return nil
 }
