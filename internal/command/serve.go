@@ -12,6 +12,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
@@ -32,6 +33,7 @@ type Serve struct {
 	autoscalingFlags
 	activatorFlags
 	proxyLogFlags
+	decisionFlags
 	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
 	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
@@ -79,7 +81,13 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	reg := httpserver.NewRegistry()
 	reg.MustRegister(cp.Server.Collector())
 	activations := activation.NewLocal()
-	autoscaling, err := controller.New(c.autoscalingFlags.config(kubeCfg, activations), reg, log)
+	record, err := c.decisionFlags.build(pool, reg, log)
+	if err != nil {
+		return err
+	}
+	autoscalingCfg := c.autoscalingFlags.config(kubeCfg, activations)
+	autoscalingCfg.Decisions = record.writer
+	autoscaling, err := controller.New(autoscalingCfg, reg, log)
 	if err != nil {
 		return err
 	}
@@ -101,6 +109,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
 	mux.Handle("GET /openapi.json", settingsAPI)
 	mux.Handle("GET /proxy/logs", logs.query)
+	mux.Handle(decisions.Pattern, record.query)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -118,6 +127,8 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register) })
 	g.Go(func() error { return logs.sink.Run(ctx) })
 	g.Go(func() error { return logs.retention.Run(ctx) })
+	g.Go(func() error { return record.writer.Run(ctx) })
+	g.Go(func() error { return record.retention.Run(ctx) })
 	g.Go(func() error {
 		return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
 	})
