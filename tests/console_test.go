@@ -1,0 +1,415 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
+)
+
+// browser is a headless Chromium tab logged in to the console, which
+// keeps every console error and exception the pages write.
+type browser struct {
+	t      *testing.T
+	ctx    context.Context
+	base   string
+	shots  string
+	mu     sync.Mutex
+	errors []string
+}
+
+func newBrowser(t *testing.T, base string) *browser {
+	t.Helper()
+	path, err := lookChromium()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(testenv.Dir(t, "chromium")))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	b := &browser{t: t, ctx: ctx, base: base}
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, bound to ctx
+		t.Fatalf("starting chromium: %v", err)
+	}
+	go func() {
+		for m, err := range chromedp.Console(ctx) {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == "error" {
+				b.mu.Lock()
+				b.errors = append(b.errors, m.String())
+				b.mu.Unlock()
+			}
+		}
+	}()
+	return b
+}
+
+func lookChromium() (string, error) {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no chromium: run `make tools`")
+}
+
+// visit loads path, waits for sel and checks that the page wrote no error
+// to the console; a failing check leaves a screenshot.
+func (b *browser) visit(path, sel string) { b.visitAllowing(path, sel, "") }
+
+// visitAllowing is visit for a page answered with an error status on
+// purpose: the browser logs that status, which allowed names.
+func (b *browser) visitAllowing(path, sel, allowed string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	b.mu.Lock()
+	b.errors = nil
+	b.mu.Unlock()
+	if err := chromedp.Do(ctx, chromedp.Navigate(b.base+path), chromedp.WaitVisible(sel)); err != nil {
+		b.fail("loading %s: %v", path, err)
+	}
+	// The deferred scripts have run once the load event fired; errors they
+	// wrote arrive with a little lag.
+	time.Sleep(300 * time.Millisecond)
+	b.mu.Lock()
+	var errs []string
+	for _, e := range b.errors {
+		if allowed == "" || !strings.Contains(e, allowed) {
+			errs = append(errs, e)
+		}
+	}
+	b.mu.Unlock()
+	if len(errs) > 0 {
+		b.fail("%s wrote to the console:\n%s", path, strings.Join(errs, "\n"))
+	}
+}
+
+// fail saves a screenshot of the page, then fails the test.
+func (b *browser) fail(format string, args ...any) {
+	b.t.Helper()
+	b.t.Fatalf(format+"\n(screenshot: %s)", append(args, b.screenshot("failure"))...)
+}
+
+func (b *browser) screenshot(name string) string {
+	if b.shots == "" {
+		dir, err := os.MkdirTemp("", "nemesis-console-screenshots-")
+		if err != nil {
+			return err.Error()
+		}
+		b.shots = dir
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		return "none: " + err.Error()
+	}
+	path := filepath.Join(b.shots, fmt.Sprintf("%s-%d.png", name, time.Now().UnixNano()))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		return "none: " + err.Error()
+	}
+	return path
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(sel))
+	if err != nil {
+		b.fail("reading %s: %v", sel, err)
+	}
+	return s
+}
+
+func (b *browser) eval(expr string) []string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](expr))
+	if err != nil {
+		b.fail("evaluating %s: %v", expr, err)
+	}
+	return out
+}
+
+// consoleTarget is one seeded Deployment and its CustomAutoscaler.
+type consoleTarget struct {
+	name               string
+	replicas, min, max int32
+	missingTarget      bool
+	wantState          string
+}
+
+func (s *stack) seedAutoscaler(c consoleTarget) {
+	s.t.Helper()
+	ctx := s.t.Context()
+	labels := map[string]string{"app": c.name}
+	if !c.missingTarget {
+		d := &appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: c.name, Namespace: s.namespace},
+			Spec: appsv1.DeploymentSpec{
+				Replicas: ptr.To(c.replicas), Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
+				},
+			},
+		}
+		if err := s.kube.Create(ctx, d); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	ca := &v1alpha1.CustomAutoscaler{
+		ObjectMeta: metav1.ObjectMeta{Name: c.name, Namespace: s.namespace},
+		Spec: v1alpha1.CustomAutoscalerSpec{
+			ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: c.name},
+			MinReplicas:    c.min, MaxReplicas: c.max,
+			Rules: []v1alpha1.ScalingRule{{
+				ID: "cpu-high", Action: v1alpha1.ActionIncreaseInstances, WindowSeconds: 30,
+				Thresholds: []v1alpha1.Threshold{{MetricType: v1alpha1.MetricCPUUsage, Operator: v1alpha1.OperatorGreaterThan, Value: 700}},
+			}},
+		},
+	}
+	if err := s.kube.Create(ctx, ca); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// TestConsole drives every page of the console in Chromium against serve
+// with seeded autoscalers, decisions, proxy logs and settings.
+func TestConsole(t *testing.T) {
+	s := newStack(t)
+	s.startEnvoy()
+	s.waitConnected(1)
+	s.mustPut("round_robin", 100, 10)
+	s.mustPut("random", 50, 5)
+
+	targets := []consoleTarget{
+		{name: "asleep", replicas: 0, min: 0, max: 3, wantState: "at zero"},
+		{name: "busy", replicas: 2, min: 1, max: 4, wantState: "steady"},
+		{name: "full", replicas: 2, min: 1, max: 2, wantState: "at max"},
+		{name: "orphan", min: 1, max: 2, missingTarget: true, wantState: "error"},
+	}
+	for _, c := range targets {
+		s.seedAutoscaler(c)
+	}
+	// Five scales of "busy" within the last day, one hold and one dry-run
+	// decision the chart must leave out, and one older than a day.
+	now := time.Now().UTC()
+	seeded := []int{1, 3, 2, 4, 2}
+	for i, to := range seeded {
+		testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason)
+			VALUES ($1, 'busy', $2, $3, $4, 'INCREASE_INSTANCES', 'cpu-high', 'seeded')`,
+			s.namespace, now.Add(time.Duration(i-6)*time.Hour), max(to-1, 0), to)
+	}
+	testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run) VALUES
+		($1, 'busy', $2, 2, 2, 'HOLD', 'cpu-high', 'seeded hold', 'stabilization_window', false),
+		($1, 'busy', $2, 2, 3, 'INCREASE_INSTANCES', 'cpu-high', 'seeded dry run', 'dry_run', true),
+		($1, 'busy', $3, 1, 2, 'INCREASE_INSTANCES', 'cpu-high', 'seeded, too old', '', false)`,
+		s.namespace, now.Add(-30*time.Minute), now.Add(-25*time.Hour))
+	// 2,500 requests of "busy" in the last minutes: every 10th a POST, every
+	// 7th a 503; and 100 of another route.
+	route := s.namespace + "/busy"
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route, request_id)
+		SELECT $1::timestamp - (i || ' milliseconds')::interval, '10.0.0.1', 'http://models/busy/predict',
+			CASE WHEN i % 10 = 0 THEN 'POST' ELSE 'GET' END, CASE WHEN i % 7 = 0 THEN 503 ELSE 200 END, i % 100, $2, $3, 'req-' || i
+		FROM generate_series(1, 2500) AS i`, now, s.env, route)
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route)
+		SELECT $1::timestamp - (i || ' milliseconds')::interval, '10.0.0.2', 'http://models/other', 'GET', 200, 5, $2, 'other/route'
+		FROM generate_series(1, 100) AS i`, now, s.env)
+	// The controller's first evaluations set each autoscaler's status.
+	testenv.Eventually(t, 30*time.Second, "every autoscaler evaluated", func() error {
+		list := &v1alpha1.CustomAutoscalerList{}
+		if err := s.kube.List(t.Context(), list); err != nil {
+			return err
+		}
+		for _, ca := range list.Items {
+			if ca.Namespace == s.namespace && ca.Status.ObservedGeneration == 0 {
+				return fmt.Errorf("%s not evaluated", ca.Name)
+			}
+		}
+		return nil
+	})
+
+	b := newBrowser(t, s.apiURL)
+
+	t.Run("login", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/", `input[name="token"]`)
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx, chromedp.SendKeys(`input[name="token"]`, token), chromedp.Submit(`form.login`), chromedp.WaitVisible(`#fleet`)); err != nil {
+			b.fail("logging in: %v", err)
+		}
+	})
+
+	t.Run("fleet", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/", "#fleet")
+		for _, c := range targets {
+			sel := fmt.Sprintf(`tr[data-autoscaler="%s/%s"] .state`, s.namespace, c.name)
+			testenv.Eventually(t, 20*time.Second, c.name+" shows "+c.wantState, func() error {
+				b.visit("/ui/", "#fleet")
+				if got := b.text(sel); got != c.wantState {
+					return fmt.Errorf("state %q", got)
+				}
+				return nil
+			})
+		}
+		if got := b.text(fmt.Sprintf(`tr[data-autoscaler="%s/busy"] td:nth-child(7)`, s.namespace)); got != "8.333" {
+			t.Errorf("busy's requests/s %q, want 8.333 (2500 requests in 5 minutes)", got)
+		}
+		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
+			saveScreenshot(t, b, filepath.Join(dir, "console-fleet.png"))
+		}
+	})
+
+	t.Run("autoscaler", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/autoscalers/"+s.namespace+"/busy", `figure.chart[data-points]`)
+		points := b.eval(`[document.querySelector("figure.chart").dataset.points, String(document.querySelectorAll("figure.chart canvas").length)]`)
+		if points[0] != strconv.Itoa(len(seeded)) || points[1] != "1" {
+			t.Errorf("chart drew %s points on %s canvases, want %d on 1", points[0], points[1], len(seeded))
+		}
+		rows := b.eval(`[...document.querySelectorAll("#replicas-table tbody tr td:nth-child(2)")].map(td => td.textContent)`)
+		if fmt.Sprint(rows) != fmt.Sprint([]string{"1", "3", "2", "4", "2"}) {
+			t.Errorf("the chart's table twin has %v, want 1 3 2 4 2", rows)
+		}
+		if n := len(b.eval(`[...document.querySelectorAll("#decisions tbody tr")].map(tr => tr.textContent)`)); n != 8 {
+			t.Errorf("decision log has %d rows, want the 8 seeded", n)
+		}
+		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
+			saveScreenshot(t, b, filepath.Join(dir, "console-autoscaler.png"))
+		}
+	})
+
+	t.Run("requests", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/requests", "#requests")
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		defer cancel()
+		if err := chromedp.Do(ctx,
+			chromedp.SendKeys(`input[name="route"]`, route), chromedp.SendKeys(`input[name="method"]`, "POST"),
+			chromedp.SendKeys(`input[name="status"]`, "5xx"), chromedp.SendKeys(`input[name="limit"]`, "1000"),
+			chromedp.Submit(`form.filters`), chromedp.WaitVisible(`#export-csv`)); err != nil {
+			b.fail("filtering: %v", err)
+		}
+		ids := b.eval(`[...document.querySelectorAll("#requests tbody tr")].map(tr => tr.cells[10].textContent)`)
+		var want []string
+		for i := 1; i <= 2500; i++ { // newest first: smallest i first
+			if i%10 == 0 && i%7 == 0 {
+				want = append(want, "req-"+strconv.Itoa(i))
+			}
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("filtered rows %v, want exactly %v", ids, want)
+		}
+
+		b.visitAllowing("/ui/requests?status=abc", "#filter-error", "status of 400 (Bad Request)")
+		if got := b.text("#filter-error"); !strings.HasPrefix(got, "status:") {
+			t.Errorf("a bad filter shows %q, want the parameter named", got)
+		}
+	})
+
+	t.Run("export", func(t *testing.T) {
+		for format, header := range map[string]int{"csv": 1, "ndjson": 0} {
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.apiURL+"/proxy/logs/export?format="+format+"&route="+route, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines, ids := 0, map[string]bool{}
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				lines++
+				if format == "ndjson" {
+					var row struct {
+						RequestID string `json:"request_id"`
+					}
+					if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+						t.Fatalf("ndjson line %d: %v", lines, err)
+					}
+					ids[row.RequestID] = true
+				}
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if lines != 2500+header || resp.Trailer.Get("X-Export-Complete") != "true" {
+				t.Errorf("%s export: %d lines, complete %q; want %d lines, true", format, lines, resp.Trailer.Get("X-Export-Complete"), 2500+header)
+			}
+			if format == "ndjson" && len(ids) != 2500 {
+				t.Errorf("ndjson export has %d distinct requests, want 2500", len(ids))
+			}
+		}
+	})
+
+	t.Run("loadbalancer", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/loadbalancer", fmt.Sprintf(`section[data-environment=%q]`, s.env))
+		var first, latest int64
+		// QueryRow takes no arguments; the environment's name is e2e-<port>.
+		testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT min(id), max(id) FROM loadbalancer_settings WHERE environment = '%s'`, s.env), &first, &latest)
+		ctx, cancel := context.WithTimeout(b.ctx, 40*time.Second)
+		defer cancel()
+		button := fmt.Sprintf(`section[data-environment=%q] tr[data-version="%d"] button`, s.env, first)
+		if err := chromedp.Do(ctx, chromedp.Click(button), chromedp.WaitVisible(`#flash`)); err != nil {
+			b.fail("reverting: %v", err)
+		}
+		var version int64
+		var policy string
+		var maxConn int
+		testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT id, policy::text, max_connections FROM loadbalancer_settings WHERE environment = '%s' ORDER BY id DESC LIMIT 1`, s.env),
+			&version, &policy, &maxConn)
+		if version <= latest || policy != "round_robin" || maxConn != 100 {
+			t.Fatalf("after the revert the latest version is %d (%s, %d), want a new one with version %d's round_robin, 100", version, policy, maxConn, first)
+		}
+		if flash := b.text("#flash"); !strings.Contains(flash, fmt.Sprintf("as version %d; 1 Envoys acknowledged", version)) {
+			t.Errorf("flash %q", flash)
+		}
+		acked := b.eval(fmt.Sprintf(`[...document.querySelectorAll('section[data-environment=%q] .envoys td.acked')].map(td => td.textContent)`, s.env))
+		// A snapshot version is the settings version, a dot and a sequence.
+		if len(acked) != 1 || !strings.HasPrefix(acked[0], strconv.FormatInt(version, 10)+".") {
+			t.Errorf("envoys show ACKed versions %v, want [%d]", acked, version)
+		}
+	})
+}
+
+func saveScreenshot(t *testing.T, b *browser, path string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
