@@ -184,3 +184,39 @@ func TestWritesWaitForPostgresWithoutBlocking(t *testing.T) {
 		return nil
 	})
 }
+
+func TestAReleaseCompletesItsWakesStages(t *testing.T) {
+	_, url := testenv.Database(t)
+	pool := open(t, url)
+	w, _ := writer(t, pool, 100)
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// An older wake of the same model, which the release must leave alone.
+	w.Record(decisions.Record{Namespace: "ml", Name: "digits", Time: at(-60_000), To: 1, Action: "INCREASE_INSTANCES",
+		Wake: &decisions.Wake{RequestHeld: at(-60_010), Decided: at(-60_000), ScaleWritten: at(-59_990)}})
+	w.Record(decisions.Record{Namespace: "ml", Name: "digits", Time: at(10), To: 1, Action: "INCREASE_INSTANCES",
+		Wake: &decisions.Wake{RequestHeld: at(2), Decided: at(10), ScaleWritten: at(15)}})
+	w.Released(decisions.Released{Namespace: "ml", Name: "digits", FirstHeld: at(0), EndpointAcked: at(900), Released: at(905), Held: 7})
+
+	h := decisions.NewHandler(pool, slog.New(slog.DiscardHandler))
+	q, _ := decisions.Parse("ml", "digits", nil)
+	testenv.Eventually(t, 10*time.Second, "the release merged", func() error {
+		page, _, err := h.Page(t.Context(), q)
+		if err != nil {
+			return err
+		}
+		if len(page) != 2 || page[0].Wake == nil || page[0].Wake.HeldRequests != 7 {
+			return fmt.Errorf("records %+v", page)
+		}
+		w := page[0].Wake
+		want := decisions.Wake{RequestHeld: at(0), Decided: at(10), ScaleWritten: at(15), EndpointAcked: at(900), Released: at(905), HeldRequests: 7}
+		if !w.RequestHeld.Equal(want.RequestHeld) || !w.Decided.Equal(want.Decided) || !w.ScaleWritten.Equal(want.ScaleWritten) ||
+			!w.EndpointAcked.Equal(want.EndpointAcked) || !w.Released.Equal(want.Released) {
+			return fmt.Errorf("stages %+v, want %+v", *w, want)
+		}
+		if old := page[1].Wake; old.HeldRequests != 0 || !old.Released.IsZero() {
+			t.Errorf("the older wake changed: %+v", *old)
+		}
+		return nil
+	})
+}

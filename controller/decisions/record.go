@@ -45,13 +45,31 @@ type Input struct {
 	NewestSampleAgeSeconds *float64 `json:"newest_sample_age_seconds"`
 }
 
-// Wake is the stages of a wake from zero that the controller sees: the
-// activator's first held request (its stamp), the decision and the scale
-// written.
+// Wake is the stages of a wake from zero, in order. The controller records
+// the decision with the first three (RequestHeld from the activator's
+// stamp); the activator adds the rest when it releases the held requests
+// (see Released), and sets RequestHeld to the first held request's arrival.
 type Wake struct {
 	RequestHeld  time.Time `json:"request_held"`
 	Decided      time.Time `json:"decided"`
 	ScaleWritten time.Time `json:"scale_written"`
+	// EndpointAcked is when every Envoy of the environment had ACKed a
+	// snapshot with a ready endpoint (so a pod was ready).
+	EndpointAcked time.Time `json:"endpoint_acked,omitzero"`
+	Released      time.Time `json:"released,omitzero"`
+	// HeldRequests is how many requests the release let through.
+	HeldRequests int `json:"held_requests,omitempty"`
+}
+
+// Released is what the activator saw of a wake: when its first request
+// arrived, when the route was ready everywhere, when the held requests
+// went through, and how many.
+type Released struct {
+	Namespace, Name string
+	FirstHeld       time.Time
+	EndpointAcked   time.Time
+	Released        time.Time
+	Held            int
 }
 
 // Limit set by the controller rather than the rules: the decision was not

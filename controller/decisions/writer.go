@@ -30,7 +30,7 @@ type Writer struct {
 	pool    *pgxpool.Pool
 	cfg     WriterConfig
 	log     *slog.Logger
-	in      chan Record
+	in      chan item
 	written prometheus.Counter
 	dropped prometheus.Counter
 }
@@ -41,9 +41,9 @@ func NewWriter(pool *pgxpool.Pool, cfg WriterConfig, reg prometheus.Registerer, 
 		return nil, fmt.Errorf("decision writer: buffer and flush interval must be positive")
 	}
 	w := &Writer{
-		pool: pool, cfg: cfg, log: log, in: make(chan Record, 1024),
+		pool: pool, cfg: cfg, log: log, in: make(chan item, 1024),
 		written: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nemesis_scaling_decisions_written_total", Help: "Decision records written to PostgreSQL.",
+			Name: "nemesis_scaling_decisions_written_total", Help: "Decision records, and wakes' release stages merged into them, written to PostgreSQL.",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nemesis_scaling_decisions_dropped_total",
@@ -58,10 +58,23 @@ func NewWriter(pool *pgxpool.Pool, cfg WriterConfig, reg prometheus.Registerer, 
 	return w, nil
 }
 
+// item is a record to insert or a release to merge into its wake's record.
+type item struct {
+	record   *Record
+	released *Released
+}
+
 // Record queues r for writing; it drops r (and counts it) rather than wait.
-func (w *Writer) Record(r Record) {
+func (w *Writer) Record(r Record) { w.queue(item{record: &r}) }
+
+// Released queues the activator's stages of a wake, merged into the latest
+// wake record of the autoscaler written before the release (the controller
+// records its decision first: the release waits for the scale it made).
+func (w *Writer) Released(r Released) { w.queue(item{released: &r}) }
+
+func (w *Writer) queue(it item) {
 	select {
-	case w.in <- r:
+	case w.in <- it:
 	default:
 		w.dropped.Inc()
 	}
@@ -72,7 +85,7 @@ func (w *Writer) Record(r Record) {
 func (w *Writer) Run(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.FlushInterval)
 	defer t.Stop()
-	var pending []Record
+	var pending []item
 	for {
 		select {
 		case r := <-w.in:
@@ -102,7 +115,7 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // final writes what is left at shutdown, with a short grace.
-func (w *Writer) final(pending []Record) {
+func (w *Writer) final(pending []item) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := w.insert(ctx, pending); err != nil {
@@ -112,7 +125,7 @@ func (w *Writer) final(pending []Record) {
 }
 
 // drain moves what is queued into pending without waiting.
-func (w *Writer) drain(pending []Record) []Record {
+func (w *Writer) drain(pending []item) []item {
 	for {
 		select {
 		case r := <-w.in:
@@ -123,15 +136,22 @@ func (w *Writer) drain(pending []Record) []Record {
 	}
 }
 
-func (w *Writer) insert(ctx context.Context, records []Record) error {
-	if len(records) == 0 {
+func (w *Writer) insert(ctx context.Context, items []item) error {
+	if len(items) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 		b := &pgx.Batch{}
-		for _, r := range records {
+		for _, it := range items {
+			if rel := it.released; rel != nil {
+				b.Queue(mergeReleased, rel.Namespace, rel.Name, rel.Released, map[string]any{
+					"request_held": rel.FirstHeld, "endpoint_acked": rel.EndpointAcked, "released": rel.Released, "held_requests": rel.Held,
+				})
+				continue
+			}
+			r := it.record
 			b.Queue(`INSERT INTO scaling_decisions
 				(namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run, inputs, wake)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
@@ -140,11 +160,19 @@ func (w *Writer) insert(ctx context.Context, records []Record) error {
 		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
-		return fmt.Errorf("inserting %d decision records: %w", len(records), err)
+		return fmt.Errorf("writing %d decision records: %w", len(items), err)
 	}
-	w.written.Add(float64(len(records)))
+	w.written.Add(float64(len(items)))
 	return nil
 }
+
+// mergeReleased adds the activator's stages to the autoscaler's latest wake
+// record from before the release. A release whose decision is not recorded
+// (the controller's replica lost it) changes nothing.
+const mergeReleased = `UPDATE scaling_decisions SET wake = wake || $4::jsonb
+	WHERE id = (SELECT id FROM scaling_decisions
+		WHERE namespace = $1 AND name = $2 AND wake IS NOT NULL AND time <= $3
+		ORDER BY time DESC, id DESC LIMIT 1)`
 
 func inputsOrEmpty(in []Input) []Input {
 	if in == nil {

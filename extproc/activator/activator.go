@@ -42,10 +42,22 @@ type Config struct {
 	// namespace/name; it is called at once and then every renew interval
 	// while requests are held.
 	Wake func(ctx context.Context, namespace, name string, at time.Time) error
+	// Released, when set, hears of each wake's first release, for the
+	// decision record's stages.
+	Released func(Release)
 	// RenewInterval defaults to v1alpha1.ActivationRenewInterval.
 	RenewInterval time.Duration
 	Registerer    prometheus.Registerer
 	Log           *slog.Logger
+}
+
+// Release is one wake's first release of held requests.
+type Release struct {
+	Environment, Route string
+	// FirstHeld is when the first held request arrived, Ready when every
+	// Envoy had ACKed a ready endpoint, Released when the requests went on.
+	FirstHeld, Ready, Released time.Time
+	Held                       int
 }
 
 // Activator serves envoy.service.ext_proc.v3.ExternalProcessor.
@@ -238,6 +250,7 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 	told := make(chan time.Time, 1)
 	go a.renew(ctx, log, namespace, name, r.key, told)
 	first := true
+	reported := false
 	for {
 		err := a.cfg.Ready(ctx, r.key.environment, r.key.name)
 		if ctx.Err() != nil {
@@ -251,10 +264,15 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 			continue
 		}
 		ready := time.Now()
-		done := a.release(ctx, r)
+		done, rel := a.release(ctx, r)
 		if first {
 			first = false
 			a.observeColdStart(r.key, start, told, ready, time.Now())
+		}
+		if rel.Held > 0 && !reported && a.cfg.Released != nil {
+			reported = true
+			rel.Ready = ready
+			a.cfg.Released(rel)
 		}
 		if done {
 			return
@@ -281,9 +299,9 @@ func (a *Activator) observeColdStart(key routeKey, start time.Time, told <-chan 
 	a.metrics.stage.WithLabelValues(env, route, stageRelease).Observe(released.Sub(ready).Seconds())
 }
 
-// release answers CONTINUE to every held request in arrival order; true
+// release answers CONTINUE to every held request in arrival order; done
 // when none is left and the waker stopped.
-func (a *Activator) release(ctx context.Context, r *route) bool {
+func (a *Activator) release(ctx context.Context, r *route) (done bool, rel Release) {
 	r.mu.Lock()
 	batch := r.queue
 	r.queue = nil
@@ -298,18 +316,20 @@ func (a *Activator) release(ctx context.Context, r *route) bool {
 		a.metrics.released.WithLabelValues(r.key.environment, r.key.name).Inc()
 		a.metrics.heldSeconds.WithLabelValues(r.key.environment, r.key.name).Observe(now.Sub(h.arrived).Seconds())
 	}
+	rel = Release{Environment: r.key.environment, Route: r.key.name, Released: now, Held: len(batch)}
 	if len(batch) > 0 {
+		rel.FirstHeld = batch[0].arrived
 		a.cfg.Log.Info("route ready; released held requests", "environment", r.key.environment, "route", r.key.name,
 			"released", len(batch), "longest_hold", now.Sub(batch[0].arrived).Round(time.Millisecond))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) > 0 || ctx.Err() != nil {
-		return ctx.Err() != nil
+		return ctx.Err() != nil, rel
 	}
 	r.stop()
 	r.stop = nil
-	return true
+	return true, rel
 }
 
 // renew stamps the activation now and every renew interval until ctx ends;

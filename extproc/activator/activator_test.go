@@ -29,10 +29,12 @@ type fixture struct {
 	ready  chan struct{}
 	wakes  atomic.Int64
 	woken  chan string
+	// releases are what Config.Released heard.
+	releases chan Release
 }
 
 func newFixture(t *testing.T, maxHeld int) *fixture {
-	f := &fixture{t: t, ready: make(chan struct{}), woken: make(chan string, 100)}
+	f := &fixture{t: t, ready: make(chan struct{}), woken: make(chan string, 100), releases: make(chan Release, 10)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	f.a = New(ctx, Config{
@@ -51,6 +53,7 @@ func newFixture(t *testing.T, maxHeld int) *fixture {
 			f.woken <- namespace + "/" + name
 			return nil
 		},
+		Released: func(r Release) { f.releases <- r },
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -134,12 +137,18 @@ func TestHeldRequestsContinueOnceReadyAndTheWakerStops(t *testing.T) {
 			answers[i] = resp
 		})
 	}
+	start := time.Now()
 	f.waitHeld(5)
 	if got := <-f.woken; got != "ml/resnet" {
 		t.Fatalf("woke %q", got)
 	}
 	close(f.ready)
 	wg.Wait()
+	rel := <-f.releases
+	if rel.Route != "ml/resnet" || rel.Environment != "production" || rel.Held != 5 || rel.FirstHeld.Before(start) ||
+		rel.Ready.Before(rel.FirstHeld) || rel.Released.Before(rel.Ready) || time.Now().Before(rel.Released) {
+		t.Errorf("release %+v: want 5 held, stages in order after %s", rel, start)
+	}
 	for _, a := range answers {
 		if a.GetRequestHeaders() == nil {
 			t.Fatalf("answer %v, want CONTINUE", a)

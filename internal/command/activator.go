@@ -25,8 +25,8 @@ type activatorFlags struct {
 
 // newActivator builds the ext_proc activator: it waits on the control
 // plane's ACKs and wakes targets by telling this process's controller and
-// stamping their CustomAutoscalers.
-func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, local *activation.Local, reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
+// stamping their CustomAutoscalers; released hears of each wake's release.
+func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, local *activation.Local, released func(activator.Release), reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
 	if f.ActivatorMaxHeld < 1 {
 		return nil, fmt.Errorf("--activator-max-held must be at least 1, got %d", f.ActivatorMaxHeld)
 	}
@@ -41,6 +41,6 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 	}()
 	return activator.New(ctx, activator.Config{
 		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
-		Registerer: reg, Log: log,
+		Released: released, Registerer: reg, Log: log,
 	}), nil
 }

@@ -2,12 +2,14 @@ package command
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/controller/decisions"
+	"github.com/nemesis-ml/nemesis/extproc/activator"
 )
 
 type decisionFlags struct {
@@ -21,6 +23,15 @@ type decisionRecord struct {
 	writer    *decisions.Writer
 	query     *decisions.Handler
 	retention decisions.Retention
+}
+
+// released merges an activator's release into the decision record of the
+// wake (routes are named namespace/name).
+func (d *decisionRecord) released(r activator.Release) {
+	namespace, name, _ := strings.Cut(r.Route, "/")
+	d.writer.Released(decisions.Released{
+		Namespace: namespace, Name: name, FirstHeld: r.FirstHeld, EndpointAcked: r.Ready, Released: r.Released, Held: r.Held,
+	})
 }
 
 func (f decisionFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log *slog.Logger) (*decisionRecord, error) {

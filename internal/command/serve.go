@@ -135,7 +135,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	})
 	g.Go(func() error { return routes.Run(ctx) })
 	g.Go(func() error { return autoscaling.Run(ctx) })
-	activate, err := c.newActivator(ctx, kubeCfg, scheme, cp, activations, reg, log.With("component", "activator"))
+	activate, err := c.newActivator(ctx, kubeCfg, scheme, cp, activations, record.released, reg, log.With("component", "activator"))
 	if err != nil {
 		return err
 	}
