@@ -92,6 +92,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /autoscalers", c.fleetJSON)
 	mux.HandleFunc("GET /autoscalers/{namespace}/{name}", c.autoscalerJSON)
 	mux.HandleFunc("GET /proxy/logs/export", c.export)
+	mux.HandleFunc("GET /proxy/logs/summary", c.summaryJSON)
 }
 
 func cacheFor(d time.Duration, next http.Handler) http.Handler {

@@ -35,8 +35,9 @@ type requestsData struct {
 	Next string
 	// Export is the query string of every matching row, for the export
 	// links.
-	Export string
-	Error  *validation.FieldError
+	Export  string
+	Summary *Summary
+	Error   *validation.FieldError
 }
 
 func (c *Console) requestsPage(w http.ResponseWriter, r *http.Request) {
@@ -72,6 +73,11 @@ func (c *Console) requestsPage(w http.ResponseWriter, r *http.Request) {
 		if k != "cursor" && k != "limit" {
 			export[k] = vs
 		}
+	}
+	if data.Summary, err = c.summary(ctx, q); err != nil {
+		c.cfg.Log.Error("console requests summary", "err", err)
+		c.fail(w, r, http.StatusServiceUnavailable, "database unavailable")
+		return
 	}
 	data.Logs, data.Export = logs, export.Encode()
 	c.render(w, r, http.StatusOK, "requests", page{Title: "Requests", Nav: "requests", Data: data})

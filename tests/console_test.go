@@ -331,6 +331,15 @@ func TestConsole(t *testing.T) {
 		if fmt.Sprint(ids) != fmt.Sprint(want) {
 			t.Errorf("filtered rows %v, want exactly %v", ids, want)
 		}
+		// The 35 rows' latencies are i % 100 ms for the multiples i of 70.
+		hist := b.eval(`[...document.querySelectorAll("#latency-table tbody tr")].map(tr => tr.cells[0].textContent + "=" + tr.cells[1].textContent)`)
+		if fmt.Sprint(hist) != "[0–10=3 10–25=7 25–50=7 50–100=18 100–250=0 250–500=0 500–1000=0 1000–2500=0 2500+=0]" {
+			t.Errorf("latency histogram of the filtered rows %v", hist)
+		}
+		drawn := b.eval(`[...document.querySelectorAll("figure.chart")].map(f => f.dataset.chart + "=" + f.dataset.points)`)
+		if len(drawn) != 2 || drawn[0] != "latency=9" || !strings.HasPrefix(drawn[1], "rate=") || drawn[1] == "rate=0" {
+			t.Errorf("charts drew %v, want 9 latency buckets and some seconds", drawn)
+		}
 
 		b.visitAllowing("/ui/requests?status=abc", "#filter-error", "status of 400 (Bad Request)")
 		if got := b.text("#filter-error"); !strings.HasPrefix(got, "status:") {
