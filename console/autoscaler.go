@@ -29,8 +29,26 @@ type Detail struct {
 	Pods       []Pod                         `json:"pods"`
 	// Series is the replica count over the last day: each applied scale's
 	// result, oldest first.
-	Series    []Point            `json:"replica_series"`
+	Series []Point `json:"replica_series"`
+	// Metrics are, per rule threshold, the aggregates the recorded
+	// decisions of the last day saw.
+	Metrics   []MetricSeries     `json:"metric_series"`
 	Decisions []decisions.Record `json:"decisions"`
+}
+
+// MetricSeries is one threshold of one rule against the values seen.
+type MetricSeries struct {
+	Rule      string        `json:"rule"`
+	Metric    string        `json:"metric"`
+	Operator  string        `json:"operator"`
+	Threshold float64       `json:"threshold"`
+	Points    []MetricPoint `json:"points"`
+}
+
+// MetricPoint is the window's aggregate at one decision.
+type MetricPoint struct {
+	Time  time.Time `json:"time"`
+	Value float64   `json:"value"`
 }
 
 // Point is the replica count from Time on.
@@ -66,6 +84,9 @@ func (c *Console) detail(ctx context.Context, namespace, name string) (*Detail, 
 		return nil, err
 	}
 	if d.Series, err = c.replicaSeries(ctx, namespace, name); err != nil {
+		return nil, err
+	}
+	if d.Metrics, err = c.metricSeries(ctx, ca); err != nil {
 		return nil, err
 	}
 	q, _ := decisions.Parse(namespace, name, nil)
@@ -115,6 +136,40 @@ func (c *Console) replicaSeries(ctx context.Context, namespace, name string) ([]
 		}
 		p.Time = p.Time.UTC()
 		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// metricSeries gathers each threshold's aggregates from the decisions of
+// the last day, for the thresholds the spec has now.
+func (c *Console) metricSeries(ctx context.Context, ca *v1alpha1.CustomAutoscaler) ([]MetricSeries, error) {
+	var out []MetricSeries
+	index := map[string]int{}
+	for _, r := range ca.Spec.Rules {
+		for _, t := range r.Thresholds {
+			index[r.ID+"|"+string(t.MetricType)] = len(out)
+			out = append(out, MetricSeries{Rule: r.ID, Metric: string(t.MetricType), Operator: string(t.Operator), Threshold: t.Value, Points: []MetricPoint{}})
+		}
+	}
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT time, inputs FROM scaling_decisions
+		WHERE namespace = $1 AND name = $2 AND time >= $3 ORDER BY time, id LIMIT 10000`,
+		ca.Namespace, ca.Name, time.Now().Add(-seriesSpan))
+	if err != nil {
+		return nil, fmt.Errorf("reading the metric series of %s/%s: %w", ca.Namespace, ca.Name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var at time.Time
+		var inputs []decisions.Input
+		if err := rows.Scan(&at, &inputs); err != nil {
+			return nil, fmt.Errorf("reading the metric series of %s/%s: %w", ca.Namespace, ca.Name, err)
+		}
+		for _, in := range inputs {
+			i, ok := index[in.Rule+"|"+in.Metric]
+			if ok && in.Value != nil {
+				out[i].Points = append(out[i].Points, MetricPoint{Time: at.UTC(), Value: *in.Value})
+			}
+		}
 	}
 	return out, rows.Err()
 }

@@ -225,9 +225,10 @@ func TestConsole(t *testing.T) {
 	now := time.Now().UTC()
 	seeded := []int{1, 3, 2, 4, 2}
 	for i, to := range seeded {
-		testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason)
-			VALUES ($1, 'busy', $2, $3, $4, 'INCREASE_INSTANCES', 'cpu-high', 'seeded')`,
-			s.namespace, now.Add(time.Duration(i-6)*time.Hour), max(to-1, 0), to)
+		inputs := fmt.Sprintf(`[{"rule":"cpu-high","metric":"CPU_USAGE","operator":"GREATER_THAN","value":%d,"threshold":700,"window_seconds":30}]`, 600+50*i)
+		testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, inputs)
+			VALUES ($1, 'busy', $2, $3, $4, 'INCREASE_INSTANCES', 'cpu-high', 'seeded', $5)`,
+			s.namespace, now.Add(time.Duration(i-6)*time.Hour), max(to-1, 0), to, inputs)
 	}
 	testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run) VALUES
 		($1, 'busy', $2, 2, 2, 'HOLD', 'cpu-high', 'seeded hold', 'stabilization_window', false),
@@ -293,10 +294,15 @@ func TestConsole(t *testing.T) {
 
 	t.Run("autoscaler", func(t *testing.T) {
 		b.t = t
-		b.visit("/ui/autoscalers/"+s.namespace+"/busy", `figure.chart[data-points]`)
-		points := b.eval(`[document.querySelector("figure.chart").dataset.points, String(document.querySelectorAll("figure.chart canvas").length)]`)
+		b.visit("/ui/autoscalers/"+s.namespace+"/busy", `figure.chart[data-chart="replicas"][data-points]`)
+		points := b.eval(`[document.querySelector('figure.chart[data-chart="replicas"]').dataset.points,
+			String(document.querySelectorAll('figure.chart[data-chart="replicas"] canvas').length)]`)
 		if points[0] != strconv.Itoa(len(seeded)) || points[1] != "1" {
-			t.Errorf("chart drew %s points on %s canvases, want %d on 1", points[0], points[1], len(seeded))
+			t.Errorf("replica chart drew %s points on %s canvases, want %d on 1", points[0], points[1], len(seeded))
+		}
+		metric := b.eval(`[...document.querySelectorAll('figure.chart[data-chart="metric"]')].map(f => f.dataset.label + "=" + f.dataset.points)`)
+		if fmt.Sprint(metric) != "[cpu-high: CPU_USAGE=5]" {
+			t.Errorf("metric charts drew %v, want cpu-high's CPU_USAGE at the 5 seeded decisions with inputs", metric)
 		}
 		rows := b.eval(`[...document.querySelectorAll("#replicas-table tbody tr td:nth-child(2)")].map(td => td.textContent)`)
 		if fmt.Sprint(rows) != fmt.Sprint([]string{"1", "3", "2", "4", "2"}) {

@@ -45,7 +45,20 @@ function drawRate(fig, rates) {
   return xs.length;
 }
 
-const draw = { replicas: drawReplicas, latency: drawLatency, rate: drawRate };
+// metric: one threshold's aggregates over time against the threshold.
+function drawMetric(fig, points) {
+  const threshold = Number(fig.dataset.threshold);
+  const xs = points.map(p => Date.parse(p.time) / 1000);
+  new uPlot({
+    width: Math.min(width(fig), 480), height: 180,
+    series: [{},
+      { label: fig.dataset.label, stroke: "#0969da", width: 2, points: { show: true } },
+      { label: "threshold", stroke: "#cf222e", dash: [4, 4], points: { show: false } }],
+  }, [xs, points.map(p => p.value), xs.map(() => threshold)], fig);
+  return xs.length;
+}
+
+const draw = { replicas: drawReplicas, latency: drawLatency, rate: drawRate, metric: drawMetric };
 
 function drawCharts(root) {
   if (typeof uPlot === "undefined") return;
