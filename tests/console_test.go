@@ -137,6 +137,25 @@ func (b *browser) screenshot(name string) string {
 	return path
 }
 
+// waitFor waits until the page's expression is true; unlike a selector,
+// it can tell the page a form led to from the page that sent it.
+func (b *browser) waitFor(what, expr string) {
+	b.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](expr)) // fails while the page navigates
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.fail("waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (b *browser) text(sel string) string {
 	b.t.Helper()
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
@@ -324,9 +343,10 @@ func TestConsole(t *testing.T) {
 		if err := chromedp.Do(ctx,
 			chromedp.SendKeys(`input[name="route"]`, route), chromedp.SendKeys(`input[name="method"]`, "POST"),
 			chromedp.SendKeys(`input[name="status"]`, "5xx"), chromedp.SendKeys(`input[name="limit"]`, "1000"),
-			chromedp.Submit(`form.filters`), chromedp.WaitVisible(`#export-csv`)); err != nil {
+			chromedp.Submit(`form.filters`)); err != nil {
 			b.fail("filtering: %v", err)
 		}
+		b.waitFor("the filtered page", "location.search.includes('method=POST') && document.readyState === 'complete' && document.querySelector('#export-csv') !== null")
 		ids := b.eval(`[...document.querySelectorAll("#requests tbody tr")].map(tr => tr.cells[10].textContent)`)
 		var want []string
 		for i := 1; i <= 2500; i++ { // newest first: smallest i first
