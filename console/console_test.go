@@ -14,6 +14,24 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 )
 
+func TestPercentileBound(t *testing.T) {
+	for name, tc := range map[string]struct {
+		buckets []int64
+		want    float64 // 0: nil
+	}{
+		"none":                    {[]int64{0, 0, 0, 0, 0, 0, 0, 0, 0}, 0},
+		"all fast":                {[]int64{10, 0, 0, 0, 0, 0, 0, 0, 0}, 10},
+		"95th in the fourth":      {[]int64{50, 20, 20, 10, 0, 0, 0, 0, 0}, 100},
+		"exactly 95 in the third": {[]int64{50, 20, 25, 5, 0, 0, 0, 0, 0}, 50},
+		"above the last edge":     {[]int64{1, 0, 0, 0, 0, 0, 0, 0, 99}, 0},
+	} {
+		got := percentileBound(tc.buckets, 0.95)
+		if (got == nil) != (tc.want == 0) || got != nil && *got != tc.want {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
 func TestState(t *testing.T) {
 	cond := func(typ string, ok bool, reason string) metav1.Condition {
 		s := metav1.ConditionFalse

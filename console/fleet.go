@@ -14,7 +14,8 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 )
 
-// trafficWindow is how far back the fleet's request figures look.
+// trafficWindow is how far back the fleet's request figures look: the
+// current minute and the four before it.
 const trafficWindow = 5 * time.Minute
 
 // States of an autoscaler, as the fleet shows them.
@@ -46,10 +47,13 @@ type Autoscaler struct {
 
 // Traffic is what the proxy logs say of an autoscaler's route lately.
 type Traffic struct {
-	WindowSeconds     int      `json:"window_seconds"`
-	Requests          int64    `json:"requests"`
-	RequestsPerSecond float64  `json:"requests_per_second"`
-	P95LatencyMS      *float64 `json:"p95_latency_ms"`
+	WindowSeconds     int     `json:"window_seconds"`
+	Requests          int64   `json:"requests"`
+	RequestsPerSecond float64 `json:"requests_per_second"`
+	// P95LatencyMS is the upper edge of the latency bucket holding the 95th
+	// percentile (the rollups keep buckets, not rows); nil without
+	// latencies or above the last edge.
+	P95LatencyMS *float64 `json:"p95_latency_ms"`
 	// ErrorRate is the share of 5xx answers; nil without requests.
 	ErrorRate *float64 `json:"error_rate"`
 }
@@ -118,37 +122,64 @@ func (c *Console) fleet(ctx context.Context) ([]Autoscaler, error) {
 	return out, nil
 }
 
-// traffic sums the proxy logs of the last trafficWindow by route (an
-// autoscaler's route is named namespace/name), or of one route. The
-// timestamp index bounds the scan to the window.
+// traffic sums the per-minute rollups (proxy_log_minutes) of the current
+// minute and the four before by route (an autoscaler's route is named
+// namespace/name), or of one route: a few rows per route, however busy.
 func (c *Console) traffic(ctx context.Context, route string) (map[string]Traffic, error) {
-	since := time.Now().UTC().Add(-trafficWindow)
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT route, count(*),
-			percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms),
-			count(*) FILTER (WHERE response_status >= 500)
-		FROM proxy_logs WHERE timestamp >= $1 AND ($2 = '' OR route = $2) GROUP BY route`, since, route)
+	now := time.Now().UTC()
+	start := now.Truncate(time.Minute).Add(-(trafficWindow - time.Minute))
+	window := now.Sub(start)
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT route, sum(requests), sum(errors),
+			ARRAY(SELECT sum(b) FROM proxy_log_minutes m2, unnest(m2.latency_buckets) WITH ORDINALITY AS u(b, i)
+				WHERE m2.route = m.route AND m2.minute >= $1 GROUP BY i ORDER BY i)
+		FROM proxy_log_minutes m WHERE minute >= $1 AND ($2 = '' OR route = $2) GROUP BY route`, start, route)
 	if err != nil {
-		return nil, fmt.Errorf("summing proxy logs: %w", err)
+		return nil, fmt.Errorf("summing proxy log minutes: %w", err)
 	}
 	defer rows.Close()
 	out := map[string]Traffic{}
 	for rows.Next() {
 		var name string
 		var n, errors int64
-		var p95 *float64
-		if err := rows.Scan(&name, &n, &p95, &errors); err != nil {
-			return nil, fmt.Errorf("summing proxy logs: %w", err)
+		var buckets []int64
+		if err := rows.Scan(&name, &n, &errors, &buckets); err != nil {
+			return nil, fmt.Errorf("summing proxy log minutes: %w", err)
 		}
 		rate := float64(errors) / float64(n)
 		out[name] = Traffic{
-			WindowSeconds: int(trafficWindow.Seconds()), Requests: n,
-			RequestsPerSecond: float64(n) / trafficWindow.Seconds(), P95LatencyMS: p95, ErrorRate: &rate,
+			WindowSeconds: int(window.Seconds()), Requests: n,
+			RequestsPerSecond: float64(n) / window.Seconds(), P95LatencyMS: percentileBound(buckets, 0.95), ErrorRate: &rate,
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("summing proxy logs: %w", err)
+		return nil, fmt.Errorf("summing proxy log minutes: %w", err)
 	}
 	return out, nil
+}
+
+// percentileBound is the upper edge of the latency bucket (latencyEdges)
+// that holds the p-th quantile of the counts; nil when there are none or
+// it is the open bucket above the last edge.
+func percentileBound(buckets []int64, p float64) *float64 {
+	var total int64
+	for _, b := range buckets {
+		total += b
+	}
+	if total == 0 {
+		return nil
+	}
+	var seen int64
+	for i, b := range buckets {
+		seen += b
+		if float64(seen) >= p*float64(total) {
+			if i >= len(latencyEdges) {
+				return nil
+			}
+			edge := float64(latencyEdges[i])
+			return &edge
+		}
+	}
+	return nil
 }
 
 func (c *Console) fleetJSON(w http.ResponseWriter, r *http.Request) {

@@ -25,11 +25,12 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.1f%%", *v*100)
 	},
-	"ms": func(v *float64) string {
+	// le shows a latency bucket's upper edge.
+	"le": func(v *float64) string {
 		if v == nil {
 			return "—"
 		}
-		return fmt.Sprintf("%.0f ms", *v)
+		return fmt.Sprintf("≤ %.0f ms", *v)
 	},
 	"num": func(v float64) string { return fmt.Sprintf("%.4g", v) },
 	"optnum": func(v *float64) string {

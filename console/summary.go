@@ -11,9 +11,14 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 )
 
-// summarySpan bounds a summary without `since`: the charts aggregate rows,
-// and the last minutes are what an operator looking at requests wants.
-const summarySpan = 15 * time.Minute
+// summarySpan bounds a summary without `since`, and summaryRows any
+// summary: the charts aggregate rows (any filter of /proxy/logs, which
+// rollups cannot answer), so they take the newest matching ones only, as
+// an index scan in page order.
+const (
+	summarySpan = 15 * time.Minute
+	summaryRows = 10_000
+)
 
 // latencyEdges are the histogram's bucket bounds in milliseconds.
 var latencyEdges = []int{10, 25, 50, 100, 250, 500, 1000, 2500}
@@ -21,8 +26,10 @@ var latencyEdges = []int{10, 25, 50, 100, 250, 500, 1000, 2500}
 // Summary is the filtered requests as a latency histogram and a rate.
 type Summary struct {
 	// Since is the start of the rows summed: the query's, or summarySpan
-	// ago when it has none.
+	// ago when it has none. Rows is how many were summed: at most
+	// summaryRows, the newest.
 	Since     time.Time `json:"since"`
+	Rows      int64     `json:"rows"`
 	Latency   []Bucket  `json:"latency"`
 	PerSecond []Rate    `json:"per_second"`
 }
@@ -59,8 +66,9 @@ func (c *Console) summary(ctx context.Context, q logquery.Query) (*Summary, erro
 	for i, e := range latencyEdges {
 		edges[i] = fmt.Sprint(e)
 	}
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT width_bucket(latency_ms, ARRAY[`+strings.Join(edges, ",")+`]), count(*)
-		FROM proxy_logs WHERE `+where+` AND latency_ms IS NOT NULL GROUP BY 1`, args...)
+	newest := fmt.Sprintf(`(SELECT timestamp, latency_ms FROM proxy_logs WHERE %s ORDER BY timestamp DESC, id DESC LIMIT %d) AS newest`, where, summaryRows)
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT coalesce(width_bucket(latency_ms, ARRAY[`+strings.Join(edges, ",")+`]), -1), count(*)
+		FROM `+newest+` GROUP BY 1`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("summing latencies: %w", err)
 	}
@@ -71,7 +79,10 @@ func (c *Console) summary(ctx context.Context, q logquery.Query) (*Summary, erro
 			rows.Close()
 			return nil, fmt.Errorf("summing latencies: %w", err)
 		}
-		s.Latency[b].Count = n
+		s.Rows += n
+		if b >= 0 {
+			s.Latency[b].Count = n
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -79,7 +90,7 @@ func (c *Console) summary(ctx context.Context, q logquery.Query) (*Summary, erro
 	}
 	// The newest 300 seconds that had requests, oldest first.
 	rows, err = c.cfg.Pool.Query(ctx, `SELECT second, n FROM (
-		SELECT date_trunc('second', timestamp) AS second, count(*) AS n FROM proxy_logs WHERE `+where+`
+		SELECT date_trunc('second', timestamp) AS second, count(*) AS n FROM `+newest+`
 		GROUP BY 1 ORDER BY 1 DESC LIMIT 300) AS recent ORDER BY second`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("counting requests per second: %w", err)

@@ -303,8 +303,38 @@ func TestConsole(t *testing.T) {
 				return nil
 			})
 		}
-		if got := b.text(fmt.Sprintf(`tr[data-autoscaler="%s/busy"] td:nth-child(7)`, s.namespace)); got != "8.333" {
-			t.Errorf("busy's requests/s %q, want 8.333 (2500 requests in 5 minutes)", got)
+		// From the per-minute rollups the trigger keeps: 2,500 requests,
+		// every 7th a 503, latencies i % 100 ms (the 95th percentile in the
+		// 50–100 ms bucket).
+		_, body := s.request(http.MethodGet, "/autoscalers", "", "")
+		var fleet []struct {
+			Namespace, Name string
+			Traffic         struct {
+				Requests          int64    `json:"requests"`
+				RequestsPerSecond float64  `json:"requests_per_second"`
+				WindowSeconds     int      `json:"window_seconds"`
+				P95               *float64 `json:"p95_latency_ms"`
+				ErrorRate         *float64 `json:"error_rate"`
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &fleet); err != nil {
+			t.Fatalf("GET /autoscalers: %v: %s", err, body)
+		}
+		for _, a := range fleet {
+			if a.Namespace != s.namespace || a.Name != "busy" {
+				continue
+			}
+			tr := a.Traffic
+			// window_seconds is whole seconds; the rate divides by the exact window.
+			w := float64(tr.WindowSeconds)
+			if tr.Requests != 2500 || tr.ErrorRate == nil || *tr.ErrorRate != 357.0/2500 || tr.P95 == nil || *tr.P95 != 100 ||
+				tr.RequestsPerSecond > 2500/w || tr.RequestsPerSecond < 2500/(w+1) {
+				t.Errorf("busy's traffic %+v (error rate %v, p95 %v), want 2500 requests, 357 errors, p95 bucket ≤ 100 ms",
+					tr, ptrValue(tr.ErrorRate), ptrValue(tr.P95))
+			}
+			if got := b.text(fmt.Sprintf(`tr[data-autoscaler="%s/busy"] td:nth-child(8)`, s.namespace)); got != "≤ 100 ms" {
+				t.Errorf("busy's p95 shows %q", got)
+			}
 		}
 		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
 			saveScreenshot(t, b, filepath.Join(dir, "console-fleet.png"))
@@ -434,6 +464,13 @@ func TestConsole(t *testing.T) {
 			t.Errorf("envoys show ACKed versions %v, want [%d]", acked, version)
 		}
 	})
+}
+
+func ptrValue(v *float64) any {
+	if v == nil {
+		return nil
+	}
+	return *v
 }
 
 func saveScreenshot(t *testing.T, b *browser, path string) {
