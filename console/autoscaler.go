@@ -31,7 +31,7 @@ type Detail struct {
 	// result, oldest first.
 	Series []Point `json:"replica_series"`
 	// Metrics are, per rule threshold, the aggregates the recorded
-	// decisions of the last day saw.
+	// decisions of the last day saw (the newest 2,000 decisions').
 	Metrics   []MetricSeries     `json:"metric_series"`
 	Decisions []decisions.Record `json:"decisions"`
 }
@@ -151,24 +151,26 @@ func (c *Console) metricSeries(ctx context.Context, ca *v1alpha1.CustomAutoscale
 			out = append(out, MetricSeries{Rule: r.ID, Metric: string(t.MetricType), Operator: string(t.Operator), Threshold: t.Value, Points: []MetricPoint{}})
 		}
 	}
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT time, inputs FROM scaling_decisions
-		WHERE namespace = $1 AND name = $2 AND time >= $3 ORDER BY time, id LIMIT 10000`,
+	// The values are taken out in SQL: decoding every record's inputs here
+	// would cost the page most of its time.
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT d.time, i->>'rule', i->>'metric', (i->>'value')::float8
+		FROM (SELECT time, id, inputs FROM scaling_decisions WHERE namespace = $1 AND name = $2 AND time >= $3
+			ORDER BY time DESC, id DESC LIMIT 2000) AS d, jsonb_array_elements(d.inputs) AS i
+		WHERE jsonb_typeof(i->'value') = 'number' ORDER BY d.time, d.id`,
 		ca.Namespace, ca.Name, time.Now().Add(-seriesSpan))
 	if err != nil {
 		return nil, fmt.Errorf("reading the metric series of %s/%s: %w", ca.Namespace, ca.Name, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var at time.Time
-		var inputs []decisions.Input
-		if err := rows.Scan(&at, &inputs); err != nil {
+		var p MetricPoint
+		var rule, metric string
+		if err := rows.Scan(&p.Time, &rule, &metric, &p.Value); err != nil {
 			return nil, fmt.Errorf("reading the metric series of %s/%s: %w", ca.Namespace, ca.Name, err)
 		}
-		for _, in := range inputs {
-			i, ok := index[in.Rule+"|"+in.Metric]
-			if ok && in.Value != nil {
-				out[i].Points = append(out[i].Points, MetricPoint{Time: at.UTC(), Value: *in.Value})
-			}
+		if i, ok := index[rule+"|"+metric]; ok {
+			p.Time = p.Time.UTC()
+			out[i].Points = append(out[i].Points, p)
 		}
 	}
 	return out, rows.Err()

@@ -17,7 +17,7 @@ import (
 // an index scan in page order.
 const (
 	summarySpan = 15 * time.Minute
-	summaryRows = 10_000
+	summaryRows = 2_000
 )
 
 // latencyEdges are the histogram's bucket bounds in milliseconds.
