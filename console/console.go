@@ -65,7 +65,7 @@ type Console struct {
 // New parses the templates.
 func New(cfg Config) (*Console, error) {
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}}
-	for _, page := range []string{"fleet", "autoscaler", "requests", "loadbalancer", "login", "error"} {
+	for _, page := range []string{"fleet", "autoscaler", "requests", "loadbalancer", "reports", "login", "error"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFiles, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, fmt.Errorf("parsing the %s page: %w", page, err)
@@ -87,12 +87,14 @@ func (c *Console) Register(mux *http.ServeMux) {
 	mux.Handle("GET /ui/requests", c.read(c.requestsPage))
 	mux.Handle("GET /ui/loadbalancer", c.read(c.loadBalancerPage))
 	mux.Handle("POST /ui/loadbalancer/revert", c.write(c.revert))
+	mux.Handle("GET /ui/reports", c.read(c.reportsPage))
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
 
 	mux.HandleFunc("GET /autoscalers", c.fleetJSON)
 	mux.HandleFunc("GET /autoscalers/{namespace}/{name}", c.autoscalerJSON)
 	mux.HandleFunc("GET /proxy/logs/export", c.export)
 	mux.HandleFunc("GET /proxy/logs/summary", c.summaryJSON)
+	mux.HandleFunc("GET /reports", c.reportsAPI)
 }
 
 func cacheFor(d time.Duration, next http.Handler) http.Handler {

@@ -159,3 +159,23 @@ func TestExportRefusesNamingTheParameter(t *testing.T) {
 		}
 	}
 }
+
+func TestReportsRefuseNamingTheParameter(t *testing.T) {
+	mux := guarded(t)
+	for query, field := range map[string]string{
+		"period=month":                                          "period",
+		"since=yesterday":                                       "since",
+		"until=2026-13-01T00:00:00Z":                            "until",
+		"period=day&since=2026-01-01T00:00:00Z":                 "period",
+		"since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z": "until",
+		"format=xml":                                            "format",
+		"colour=blue":                                           "colour",
+	} {
+		rec := serve(mux, http.MethodGet, "/reports?"+query, nil, nil)
+		var body struct{ Field string }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != http.StatusBadRequest || body.Field != field {
+			t.Errorf("%q: %d %s, want 400 naming %q", query, rec.Code, rec.Body, field)
+		}
+	}
+}

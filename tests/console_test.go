@@ -264,6 +264,12 @@ func TestConsole(t *testing.T) {
 	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route)
 		SELECT $1::timestamp - (i || ' milliseconds')::interval, '10.0.0.2', 'http://models/other', 'GET', 200, 5, $2, 'other/route'
 		FROM generate_series(1, 100) AS i`, now, s.env)
+	// 1,200 older requests of "full", two hours ago, for the report: every
+	// 5th a 500.
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route)
+		SELECT $1::timestamp - interval '2 hours' - (i * 100 || ' milliseconds')::interval, '10.0.0.3', 'http://models/full', 'GET',
+			CASE WHEN i % 5 = 0 THEN 500 ELSE 200 END, 20, $2, $3
+		FROM generate_series(1, 1200) AS i`, now, s.env, s.namespace+"/full")
 	// The controller's first evaluations set each autoscaler's status.
 	testenv.Eventually(t, 30*time.Second, "every autoscaler evaluated", func() error {
 		list := &v1alpha1.CustomAutoscalerList{}
@@ -432,6 +438,32 @@ func TestConsole(t *testing.T) {
 			if format == "ndjson" && len(ids) != 2500 {
 				t.Errorf("ndjson export has %d distinct requests, want 2500", len(ids))
 			}
+		}
+	})
+
+	t.Run("report", func(t *testing.T) {
+		b.t = t
+		b.visit("/ui/reports?period=day", "#report")
+		// The report reads whole minutes of the rollups: compare with SQL
+		// over the same minutes of proxy_logs.
+		cells := func(route string) []string {
+			return b.eval(fmt.Sprintf(`["requests", "errors", "ups", "downs"].map(c => document.querySelector('tr[data-route=%q] .' + c).firstChild.textContent.trim())`, route))
+		}
+		var requests, errors int
+		testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT count(*), count(*) FILTER (WHERE response_status >= 500) FROM proxy_logs
+			WHERE route = '%s/full' AND timestamp >= date_trunc('minute', (now() AT TIME ZONE 'UTC') - interval '1 day')
+			AND timestamp < date_trunc('minute', now() AT TIME ZONE 'UTC')`, s.namespace), &requests, &errors)
+		if got, want := cells(s.namespace+"/full"), []string{"1200", "240", "0", "0"}; fmt.Sprint(got) != fmt.Sprint(want) || requests != 1200 || errors != 240 {
+			t.Errorf("report row of full %v, SQL over proxy_logs %d requests %d errors; want %v", got, requests, errors, want)
+		}
+		// busy's five seeded scale-ups of the last day (its requests of the
+		// last seconds may or may not be in a whole minute yet).
+		if got := cells(route); got[2] != "5" || got[3] != "0" {
+			t.Errorf("report row of busy %v, want 5 scale-ups and none down", got)
+		}
+		b.visitAllowing("/ui/reports?period=month", "#report-error", "status of 400 (Bad Request)")
+		if got := b.text("#report-error"); !strings.HasPrefix(got, "period:") {
+			t.Errorf("a bad period shows %q", got)
 		}
 	})
 
