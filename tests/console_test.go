@@ -461,6 +461,9 @@ func TestConsole(t *testing.T) {
 		if got := cells(route); got[2] != "5" || got[3] != "0" {
 			t.Errorf("report row of busy %v, want 5 scale-ups and none down", got)
 		}
+		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
+			saveScreenshot(t, b, filepath.Join(dir, "console-report.png"))
+		}
 		b.visitAllowing("/ui/reports?period=month", "#report-error", "status of 400 (Bad Request)")
 		if got := b.text("#report-error"); !strings.HasPrefix(got, "period:") {
 			t.Errorf("a bad period shows %q", got)
