@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -79,7 +80,10 @@ func BenchmarkConsolePages(b *testing.B) {
 	}
 	b.Cleanup(pool.Close)
 	log := slog.New(slog.DiscardHandler)
-	logs := logquery.New(pool, log)
+	logs, err := logquery.New(pool, log, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
 	c, err := console.New(console.Config{
 		Kube: kube, Pool: pool, Decisions: decisions.NewHandler(pool, log), Logs: logs, Settings: settingsdb.NewStore(pool),
 		Envoys: func() []server.EnvoyStatus { return nil }, SettingsAPI: http.NotFoundHandler(), Log: log,
