@@ -32,7 +32,12 @@ var nemesisBin string
 
 func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
 
-const token = "test-token"
+// The tokens of serve's three roles.
+const (
+	token        = "test-token"
+	readToken    = "test-read-token"
+	metricsToken = "test-metrics-token"
+)
 
 // stack is one environment's Nemesis: PostgreSQL, `nemesis serve`, one
 // Envoy, and a namespace on the package's API server.
@@ -84,7 +89,8 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 func (s *stack) startServe() {
 	s.t.Helper()
 	args := append([]string{"serve",
-		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig, "--token", token,
+		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig,
+		"--token", token, "--read-token", readToken, "--metrics-token", metricsToken,
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
@@ -117,7 +123,7 @@ func (s *stack) startEnvoy() *servers.Envoy {
 func (s *stack) waitConnected(n int) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 30*time.Second, fmt.Sprintf("%d envoys connected", n), func() error {
-		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
+		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
 		var status struct {
 			Environments map[string][]json.RawMessage `json:"environments"`
 		}

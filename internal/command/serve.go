@@ -13,7 +13,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
 	"github.com/nemesis-ml/nemesis/xds"
@@ -32,15 +32,19 @@ type Serve struct {
 	autoscalingFlags
 	activatorFlags
 	proxyLogFlags
-	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
-	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
-	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
-	EnvoyListenerPort    uint32        `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
-	Token                string        `help:"Bearer token required by the APIs' mutating calls; empty disables the check." env:"NEMESIS_TOKEN"`
-	ShutdownGrace        time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
+	Listen               string `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
+	XDSListen            string `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
+	EnvoyListenerAddress string `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
+	EnvoyListenerPort    uint32 `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
+	authFlags
+	ShutdownGrace time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
 func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
+	auth, err := c.authorizer(log)
+	if err != nil {
+		return err
+	}
 	kubeCfg, err := c.restConfig()
 	if err != nil {
 		return err
@@ -90,17 +94,21 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	defer logs.close()
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
-	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	mux.Handle("POST /metrics", autoscaling.Ingest) // checks its own --metrics-token
+	// /healthz, /readyz and /openapi.json (what the API looks like, no
+	// data) need no token; everything else needs its scope.
+	mux := httpserver.GuardedMux(reg, func(h http.Handler) http.Handler { return auth.Require(httpauth.Read, h) },
+		httpserver.Check{Name: "postgres", Run: pool.Ping})
+	mux.Handle("POST /metrics", auth.Require(httpauth.MetricsIngest, autoscaling.Ingest))
 	settingsAPI := http.NewServeMux()
 	settingsHandler, err := api.New(log.With("component", "api"), store, cp, reg)
 	if err != nil {
 		return err
 	}
 	settingsHandler.Register(settingsAPI)
-	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
+	mux.Handle("PUT /loadbalancer/", auth.Require(httpauth.SettingsWrite, settingsAPI))
+	mux.Handle("/loadbalancer/", auth.Require(httpauth.Read, settingsAPI))
 	mux.Handle("GET /openapi.json", settingsAPI)
-	mux.Handle("GET /proxy/logs", logs.query)
+	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs.query))
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
