@@ -16,16 +16,24 @@ type Sink interface {
 	Add(rows ...logsink.Row)
 }
 
+// Options say what the service keeps of each entry.
+type Options struct {
+	// DropQuery logs URLs without their query string, which may carry
+	// what clients consider secret (keys, user ids).
+	DropQuery bool
+}
+
 // Server is the access-log service Envoy streams entries to.
 type Server struct {
 	accesslogv3.UnimplementedAccessLogServiceServer
 	sink Sink
 	log  *slog.Logger
+	opts Options
 }
 
 // New returns a service handing rows to sink.
-func New(sink Sink, log *slog.Logger) *Server {
-	return &Server{sink: sink, log: log}
+func New(sink Sink, log *slog.Logger, opts Options) *Server {
+	return &Server{sink: sink, log: log, opts: opts}
 }
 
 // Register adds the service to a gRPC server.
@@ -56,6 +64,9 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 		rows := make([]logsink.Row, len(entries))
 		for i, e := range entries {
 			rows[i] = Row(environment, e)
+			if s.opts.DropQuery {
+				rows[i].TargetURL = WithoutQuery(rows[i].TargetURL)
+			}
 		}
 		s.sink.Add(rows...)
 	}

@@ -36,6 +36,7 @@ type Serve struct {
 	XDSListen            string `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyListenerAddress string `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
 	EnvoyListenerPort    uint32 `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
+	EnvoyTrustedHops     uint32 `help:"How many proxies in front of Envoy append to X-Forwarded-For; 0 logs and routes on the connection's peer address." default:"0" env:"NEMESIS_ENVOY_TRUSTED_HOPS"`
 	authFlags
 	ShutdownGrace time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
@@ -71,7 +72,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	store := settingsdb.NewStore(pool)
 	cp := xds.New(log.With("component", "xds"), store, translate.Options{
 		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
-		AccessLogCluster: c.AccessLogCluster,
+		AccessLogCluster: c.AccessLogCluster, TrustedHops: c.EnvoyTrustedHops,
 	})
 	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]ir.Route) {
 		cp.RoutesChanged(ctx, r)
