@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,12 +26,17 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 var nemesisBin string
 
 func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
+
+// otherEnvironment has a client certificate in every stack, for tests of
+// an Envoy that shows another environment's.
+const otherEnvironment = "other"
 
 // The tokens of serve's three roles.
 const (
@@ -57,6 +63,9 @@ type stack struct {
 	serve       *servers.Process
 	serveListen string
 	serveArgs   []string // more flags of nemesis serve
+	// tls holds the gRPC port's certificates: serve's pair and one client
+	// pair for the stack's environment and for "other".
+	tls string
 }
 
 func newStack(t *testing.T, serveArgs ...string) *stack {
@@ -77,6 +86,7 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 	}
 	s.namespace = ns.Name
 	grantLeaderElection(t, s.kube, s.namespace)
+	s.tls = testenv.Certificates(t, s.env, otherEnvironment)
 	s.serveListen = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	s.apiURL = "http://" + s.serveListen
 	s.xdsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
@@ -91,6 +101,7 @@ func (s *stack) startServe() {
 	args := append([]string{"serve",
 		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig,
 		"--token", token, "--read-token", readToken, "--metrics-token", metricsToken,
+		"--tls-dir", filepath.Join(s.tls, pki.ServeDir),
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
@@ -113,7 +124,8 @@ func (s *stack) startServe() {
 // repository's bootstrap and waits until it is LIVE.
 func (s *stack) startEnvoy() *servers.Envoy {
 	s.t.Helper()
-	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env})
+	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env,
+		TLSDir: filepath.Join(s.tls, pki.EnvoyDir(s.env))})
 	s.envoys = append(s.envoys, e)
 	return e
 }

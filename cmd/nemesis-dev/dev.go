@@ -19,6 +19,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/command"
 	"github.com/nemesis-ml/nemesis/internal/dev/localruntime"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 )
 
 // devCmd runs the whole stack on this machine, for trying Nemesis out and
@@ -92,10 +93,20 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	// A new CA and pairs every run: nothing outlives the stack that uses it.
+	tlsDir := filepath.Join(dir, "tls")
+	certs, err := pki.Generate([]string{c.Environment}, []string{"127.0.0.1", "localhost"}, 30*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := certs.WriteDirs(tlsDir); err != nil {
+		return err
+	}
 	serve, err := serveDefaults()
 	if err != nil {
 		return err
 	}
+	serve.TLSDir = filepath.Join(tlsDir, pki.ServeDir)
 	serve.DatabaseURL = pg.URL("nemesis")
 	serve.Kubeconfig = kubeconfigPath
 	serve.RedisURL, serve.LeaderElectionNamespace = rdb.URL(), "default"
@@ -110,7 +121,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
 	stops = append(stops, func() error { stopServe(); return <-served })
 
-	bootstrap, err := servers.RenderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen)
+	bootstrap, err := servers.RenderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen, filepath.Join(tlsDir, pki.EnvoyDir(c.Environment)))
 	if err != nil {
 		return err
 	}
@@ -170,7 +181,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	_, _ = fmt.Fprintf(w, "token\t%s (operators: settings-write and read)\n", token)
 	_, _ = fmt.Fprintf(w, "read token\t%s (read only: settings, status, proxy logs, /metrics)\n", readToken)
 	_, _ = fmt.Fprintf(w, "metrics token\t%s (sidecars: POST /metrics only)\n", metricsToken)
-	_, _ = fmt.Fprintf(w, "xds\t%s\n", c.XDSListen)
+	_, _ = fmt.Fprintf(w, "xds\t%s (mutual TLS; certificates in %s)\n", c.XDSListen, tlsDir)
 	_, _ = fmt.Fprintf(w, "envoy\thttp://127.0.0.1:%d (client traffic)\n", c.EnvoyPort)
 	_, _ = fmt.Fprintf(w, "envoy admin\t%s (node envoy-local, environment %s)\n", envoy.AdminURL(), c.Environment)
 	_, _ = fmt.Fprintf(w, "postgres\t%s\n", pg.URL("nemesis"))

@@ -46,6 +46,10 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	grpcTLS, err := c.grpcTLS(log)
+	if err != nil {
+		return err
+	}
 	kubeCfg, err := c.restConfig()
 	if err != nil {
 		return err
@@ -124,7 +128,12 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register) })
+	g.Go(func() error {
+		if grpcTLS == nil {
+			return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register)
+		}
+		return cp.Server.ServeTLS(ctx, xdsListener, grpcTLS, activate.Register, logs.service.Register)
+	})
 	g.Go(func() error { return logs.sink.Run(ctx) })
 	g.Go(func() error { return logs.retention.Run(ctx) })
 	g.Go(func() error {

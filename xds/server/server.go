@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,12 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/nemesis-ml/nemesis/internal/identity"
 
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
@@ -49,6 +55,9 @@ type EnvoyStatus struct {
 	Node        string    `json:"node"`
 	Environment string    `json:"environment"`
 	ConnectedAt time.Time `json:"connected_at"`
+	// Authenticated says the environment is the one its client
+	// certificate names; false only when serve runs without TLS.
+	Authenticated bool `json:"authenticated"`
 	// AckedVersion is the version that every resource type this Envoy
 	// subscribed to has ACKed; empty while they differ.
 	AckedVersion string `json:"acked_version"`
@@ -58,6 +67,10 @@ type EnvoyStatus struct {
 type stream struct {
 	node        string
 	environment string
+	// certified is the environment the client certificate names; ""
+	// without TLS.
+	certified   string
+	peer        string
 	connectedAt time.Time
 	acked       map[string]string // type URL → version
 	sent        map[string]string // nonce → version
@@ -65,7 +78,8 @@ type stream struct {
 }
 
 func (s *stream) status() EnvoyStatus {
-	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack}
+	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack,
+		Authenticated: s.certified != ""}
 	first := true
 	for _, v := range s.acked {
 		// A type that has ACKed nothing yet ("") holds the others back too,
@@ -204,21 +218,33 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// Serve runs the gRPC ADS server on l until ctx ends. register adds other
-// services to the same gRPC server, reached through the cluster Envoy's
-// bootstrap already has for xDS.
+// Serve runs the gRPC ADS server on l, without TLS, until ctx ends.
+// register adds other services to the same gRPC server, reached through the
+// cluster Envoy's bootstrap already has for xDS.
 func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*grpc.Server)) error {
+	return s.serve(ctx, l, nil, register)
+}
+
+// ServeTLS is Serve with TLS: cfg requires and verifies client
+// certificates, and every stream acts for the environment its certificate
+// names (internal/identity). A node whose cluster differs is refused with
+// PermissionDenied.
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, register ...func(*grpc.Server)) error {
+	return s.serve(ctx, l, []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, register)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, opts []grpc.ServerOption, register []func(*grpc.Server)) error {
 	xds := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:     s.onStreamOpen,
 		StreamClosedFunc:   s.onStreamClosed,
 		StreamRequestFunc:  s.onStreamRequest,
 		StreamResponseFunc: s.onStreamResponse,
 	})
-	grpcServer := grpc.NewServer(
+	grpcServer := grpc.NewServer(append(opts,
 		// Envoy pings every 10 s (envoy/bootstrap.yaml); allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcServer, xds)
 	for _, r := range register {
 		r(grpcServer)
@@ -239,10 +265,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*gr
 	return nil
 }
 
-func (s *Server) onStreamOpen(_ context.Context, id int64, _ string) error {
+func (s *Server) onStreamOpen(ctx context.Context, id int64, _ string) error {
+	certified, _, err := identity.FromContext(ctx)
+	if err != nil {
+		s.log.Warn("envoy refused: no environment in its certificate", "peer", identity.Describe(ctx), "err", err)
+		return status.Errorf(codes.PermissionDenied, "xds: %v", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.streams[id] = &stream{connectedAt: time.Now(), acked: map[string]string{}, sent: map[string]string{}}
+	s.streams[id] = &stream{connectedAt: time.Now(), certified: certified, peer: identity.Describe(ctx),
+		acked: map[string]string{}, sent: map[string]string{}}
 	return nil
 }
 
@@ -266,8 +298,16 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	first := st.node == "" && req.GetNode() != nil
 	if first {
 		// Envoy sends its node on the first request only.
-		st.node, st.environment = req.GetNode().GetId(), Environment(req.GetNode())
-		s.log.Info("envoy connected", "node", st.node, "environment", st.environment)
+		node, env := req.GetNode().GetId(), Environment(req.GetNode())
+		if st.certified != "" && env != st.certified {
+			s.mu.Unlock()
+			s.log.Warn("envoy refused: its node cluster is not the environment of its certificate",
+				"node", node, "cluster", env, "certificate_environment", st.certified, "peer", st.peer)
+			return status.Errorf(codes.PermissionDenied,
+				"node cluster %q is not the environment %q of the client certificate", env, st.certified)
+		}
+		st.node, st.environment = node, env
+		s.log.Info("envoy connected", "node", st.node, "environment", st.environment, "authenticated", st.certified != "")
 	}
 	switch {
 	case req.GetErrorDetail() != nil:

@@ -29,6 +29,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 )
 
 const logTail = 16 << 10
@@ -243,11 +244,13 @@ func Envoy(t testing.TB, cfg servers.EnvoyConfig) *servers.Envoy {
 
 // ProjectEnvoy starts an Envoy on the repository's bootstrap
 // (envoy/bootstrap.yaml), connected to the xDS server at xdsAddr, with
-// cfg's node id, cluster and log level, and waits until it is LIVE.
+// cfg's node id, cluster, log level and client certificates (cfg.TLSDir,
+// see Certificates; none for a server without TLS), and waits until it is
+// LIVE.
 func ProjectEnvoy(t testing.TB, xdsAddr string, cfg servers.EnvoyConfig) *servers.Envoy {
 	t.Helper()
 	cfg.Dir = Dir(t, "envoy")
-	bootstrap, err := servers.RenderBootstrap(filepath.Join(RepoRoot(t), "envoy", "bootstrap.yaml"), cfg.Dir, xdsAddr)
+	bootstrap, err := servers.RenderBootstrap(filepath.Join(RepoRoot(t), "envoy", "bootstrap.yaml"), cfg.Dir, xdsAddr, cfg.TLSDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +260,23 @@ func ProjectEnvoy(t testing.TB, xdsAddr string, cfg servers.EnvoyConfig) *server
 		t.Fatal(err)
 	}
 	return e
+}
+
+// Certificates writes a CA, serve's serving pair (for 127.0.0.1) and a client
+// pair for each environment into a folder of the test's, as `nemesis
+// certgen --out-dir` does, and returns the folder: serve's --tls-dir is
+// pki.ServeDir under it, an Envoy's TLSDir pki.EnvoyDir(env).
+func Certificates(t testing.TB, environments ...string) string {
+	t.Helper()
+	b, err := pki.Generate(environments, []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := Dir(t, "tls")
+	if err := b.WriteDirs(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 var kube struct {
