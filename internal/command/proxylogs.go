@@ -92,6 +92,7 @@ func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseUR
 		return nil, err
 	}
 	return &proxyLogs{
-		sink: sink, service: accesslog.New(sink, log, accesslog.Options{DropQuery: f.ProxyLogDropQuery}), query: query, queryPool: queryPool, retention: ret,
+		sink: sink, service: accesslog.New(sink, log, accesslog.Options{DropQuery: f.ProxyLogDropQuery, Registerer: reg}),
+		query: query, queryPool: queryPool, retention: ret,
 	}, nil
 }
