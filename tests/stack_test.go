@@ -242,19 +242,25 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // pathPrefix to the Service in the stack's environment.
 func (s *stack) publish(service, pathPrefix string, backends []*backend) {
 	s.t.Helper()
+	s.publishIn(s.namespace, service, pathPrefix, backends)
+}
+
+// publishIn is publish in another namespace.
+func (s *stack) publishIn(namespace, service, pathPrefix string, backends []*backend) {
+	s.t.Helper()
 	ctx := s.t.Context()
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: s.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: namespace},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
 	}
 	if err := s.kube.Create(ctx, svc); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, b := range backends {
-		s.addSlice(service, b)
+		s.addSliceIn(namespace, service, b)
 	}
 	ca := &v1alpha1.CustomAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: s.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: namespace},
 		Spec: v1alpha1.CustomAutoscalerSpec{
 			ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: service},
 			MinReplicas:    1, MaxReplicas: 5,
@@ -271,10 +277,15 @@ func (s *stack) publish(service, pathPrefix string, backends []*backend) {
 
 func (s *stack) addSlice(service string, b *backend) {
 	s.t.Helper()
+	s.addSliceIn(s.namespace, service, b)
+}
+
+func (s *stack) addSliceIn(namespace, service string, b *backend) {
+	s.t.Helper()
 	host, _, _ := net.SplitHostPort(b.addr)
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: service + "-" + b.name, Namespace: s.namespace,
+			Name: service + "-" + b.name, Namespace: namespace,
 			Labels: map[string]string{discoveryv1.LabelServiceName: service},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,
