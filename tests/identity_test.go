@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
 	"github.com/nemesis-ml/nemesis/internal/pki"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
 // grpcClient dials serve's gRPC port as an Envoy would, with the client pair
@@ -169,5 +171,40 @@ func TestGRPCPortServesOnlyTheEnvironmentOfTheCertificate(t *testing.T) {
 	}
 	if !strings.Contains(string(log), "envoy refused") || !strings.Contains(string(log), "access logs refused") || !strings.Contains(string(log), "hold refused") {
 		t.Errorf("serve's log does not name every refusal:\n%s", log)
+	}
+}
+
+// An Envoy of the environment (with its certificate) that subscribes and
+// never ACKs does not hold back the requests the activator holds for the
+// others: it is left out of the wait once stalled, and shown as such.
+func TestAnEnvoyThatNeverAcksDoesNotFailHeldRequests(t *testing.T) {
+	s := newStack(t, "--activator-hold-timeout", "20s")
+	host := testenv.NewHost(t)
+	backends := startBackends(t, host, "a")
+	s.publish("demo", "/models/demo", nil)
+	s.startEnvoy()
+	if err := subscribe(t.Context(), s.grpcClient(s.env), s.env); err != nil {
+		t.Fatal(err)
+	}
+	s.waitConnected(2)
+
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		code, body, err := get(&http.Client{Timeout: time.Minute}, fmt.Sprintf("http://127.0.0.1:%d/models/demo", s.envoyPort))
+		answered <- answer{code, body, err}
+	}()
+	time.Sleep(time.Second) // held
+	s.addSlice("demo", backends[0])
+	if a := <-answered; a.err != nil || a.code != http.StatusOK || a.body != "a" {
+		t.Fatalf("held request: %d %q %v, want the model's answer", a.code, a.body, a.err)
+	}
+	_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
+	if !strings.Contains(body, `"node": "intruder"`) || !strings.Contains(body, "unanswered_since") {
+		t.Fatalf("status does not show the silent envoy as stalled: %s", body)
 	}
 }

@@ -62,7 +62,17 @@ type EnvoyStatus struct {
 	// subscribed to has ACKed; empty while they differ.
 	AckedVersion string `json:"acked_version"`
 	LastNack     *Nack  `json:"last_nack,omitempty"`
+	// UnansweredSince is set when the Envoy has left a response neither
+	// ACKed nor NACKed for StallAfter or longer: it is stalled, and waits
+	// for ACKs leave it out until it answers.
+	UnansweredSince *time.Time `json:"unanswered_since,omitempty"`
 }
+
+// StallAfter is how long an Envoy may leave a response unanswered before
+// waits for ACKs stop counting it. A healthy Envoy answers within
+// milliseconds; one that never does (hung, or misbehaving with a valid
+// certificate) must not hold back the releases and ?wait=ack of the others.
+var StallAfter = 5 * time.Second
 
 type stream struct {
 	node        string
@@ -72,14 +82,49 @@ type stream struct {
 	certified   string
 	peer        string
 	connectedAt time.Time
-	acked       map[string]string // type URL → version
-	sent        map[string]string // nonce → version
+	acked       map[string]string       // type URL → version
+	sent        map[string]sentResponse // nonce →
 	lastNack    *Nack
+}
+
+// sentResponse is a response the Envoy has not answered yet.
+type sentResponse struct {
+	typeURL, version string
+	at               time.Time
+}
+
+// unackedSince is when the oldest response the Envoy has not answered was
+// sent; zero when it answered them all.
+func (s *stream) unackedSince() time.Time {
+	var oldest time.Time
+	for _, r := range s.sent {
+		if oldest.IsZero() || r.at.Before(oldest) {
+			oldest = r.at
+		}
+	}
+	return oldest
+}
+
+// answered forgets the response nonce and the older ones of its type: Envoy
+// answers only the latest response of a type it received.
+func (s *stream) answered(typeURL, nonce string) {
+	r, ok := s.sent[nonce]
+	if !ok {
+		return
+	}
+	for n, o := range s.sent {
+		if o.typeURL == typeURL && !o.at.After(r.at) {
+			delete(s.sent, n)
+		}
+	}
 }
 
 func (s *stream) status() EnvoyStatus {
 	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack,
 		Authenticated: s.certified != ""}
+	if since := s.unackedSince(); !since.IsZero() && time.Since(since) >= StallAfter {
+		st.UnansweredSince = &since
+	}
 	first := true
 	for _, v := range s.acked {
 		// A type that has ACKed nothing yet ("") holds the others back too,
@@ -179,11 +224,15 @@ func (e *NackError) Error() string {
 
 // WaitAcked waits until every Envoy of the environment connected at the time
 // has ACKed a version that reached(version) accepts, and returns their status.
-// It fails with *NackError when one of them rejects such a version.
+// It fails with *NackError when one of them rejects such a version. An Envoy
+// that has left a response unanswered for StallAfter is not waited for (and
+// shows as stalled in Status): the rule is that every Envoy that answers
+// must have ACKed.
 func (s *Server) WaitAcked(ctx context.Context, environment string, reached func(version string) bool) ([]EnvoyStatus, error) {
 	for {
 		s.mu.Lock()
 		var pending, done []EnvoyStatus
+		var nextStall time.Time // when the next pending Envoy counts as stalled
 		for _, st := range s.streams {
 			if st.environment != environment {
 				continue
@@ -193,10 +242,16 @@ func (s *Server) WaitAcked(ctx context.Context, environment string, reached func
 				return nil, &NackError{Node: st.node, Nack: *st.lastNack}
 			}
 			status := st.status()
-			if status.AckedVersion != "" && reached(status.AckedVersion) {
+			switch {
+			case status.AckedVersion != "" && reached(status.AckedVersion):
 				done = append(done, status)
-			} else {
+			case status.UnansweredSince != nil:
+				// Stalled: not waited for.
+			default:
 				pending = append(pending, status)
+				if since := st.unackedSince(); !since.IsZero() && (nextStall.IsZero() || since.Add(StallAfter).Before(nextStall)) {
+					nextStall = since.Add(StallAfter)
+				}
 			}
 		}
 		changed := s.changed
@@ -204,11 +259,19 @@ func (s *Server) WaitAcked(ctx context.Context, environment string, reached func
 		if len(pending) == 0 {
 			return done, nil
 		}
+		// Wake up when the next pending Envoy turns stalled, too.
+		timer := time.NewTimer(time.Hour)
+		if !nextStall.IsZero() {
+			timer.Reset(time.Until(nextStall))
+		}
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return pending, fmt.Errorf("waiting for %d envoys of %q: %w", len(pending), environment, ctx.Err())
 		case <-changed:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
@@ -274,7 +337,7 @@ func (s *Server) onStreamOpen(ctx context.Context, id int64, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streams[id] = &stream{connectedAt: time.Now(), certified: certified, peer: identity.Describe(ctx),
-		acked: map[string]string{}, sent: map[string]string{}}
+		acked: map[string]string{}, sent: map[string]sentResponse{}}
 	return nil
 }
 
@@ -312,7 +375,7 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	switch {
 	case req.GetErrorDetail() != nil:
 		st.lastNack = &Nack{
-			Version: st.sent[req.GetResponseNonce()],
+			Version: st.sent[req.GetResponseNonce()].version,
 			TypeURL: req.GetTypeUrl(),
 			Message: req.GetErrorDetail().GetMessage(),
 			At:      time.Now(),
@@ -328,7 +391,7 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		// ("" when it has none): either way, what this type now runs.
 		st.acked[req.GetTypeUrl()] = req.GetVersionInfo()
 	}
-	delete(st.sent, req.GetResponseNonce())
+	st.answered(req.GetTypeUrl(), req.GetResponseNonce())
 	environment := st.environment
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -343,6 +406,8 @@ func (s *Server) onStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[id]; st != nil {
-		st.sent[resp.GetNonce()] = resp.GetVersionInfo()
+		st.sent[resp.GetNonce()] = sentResponse{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), at: time.Now()}
+		// Waiters time the Envoy's answer from now.
+		s.notifyLocked()
 	}
 }
