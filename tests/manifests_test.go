@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,8 +27,12 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
-// The identity manifests/rbac/binding.yaml gives the control plane.
-const serviceAccount = "system:serviceaccount:nemesis-system:nemesis"
+// The identities manifests/rbac/binding.yaml gives the control plane and
+// certgen/rbac.yaml the certgen Job.
+const (
+	serviceAccount        = "system:serviceaccount:nemesis-system:nemesis"
+	certgenServiceAccount = "system:serviceaccount:nemesis-system:nemesis-certgen"
+)
 
 // TestManifestsApply applies manifests/ as `kubectl apply -k` would, with
 // strict field validation, and the examples beside it as a dry run: the API
@@ -110,6 +115,38 @@ func TestControlPlaneRunsWithItsRole(t *testing.T) {
 	}
 	if bytes.Contains(bytes.ToLower(log), []byte("forbidden")) {
 		t.Fatalf("serve was refused something by RBAC:\n%s", log)
+	}
+}
+
+// TestCertgenWritesSecretsWithItsRole runs nemesis certgen as the Job's
+// service account, twice (the second run rotates): its role lets it write
+// the Secrets the control plane and the Envoys mount, and nothing forbids it.
+func TestCertgenWritesSecretsWithItsRole(t *testing.T) {
+	c := testenv.KubeClient(t)
+	applyManifests(t, c)
+	kubeconfig := testenv.KubeConfigFileAs(t, certgenServiceAccount)
+	var first []byte
+	for run := range 2 {
+		out, err := exec.CommandContext(t.Context(), nemesisBin, "certgen", "--kubeconfig", kubeconfig,
+			"--namespace", "nemesis-system", "--environments", "default,staging").CombinedOutput()
+		if err != nil {
+			t.Fatalf("certgen run %d: %v\n%s", run, err, out)
+		}
+		for _, name := range []string{"nemesis-serve-tls", "nemesis-envoy-default-tls", "nemesis-envoy-staging-tls"} {
+			var s corev1.Secret
+			if err := c.Get(t.Context(), client.ObjectKey{Namespace: "nemesis-system", Name: name}, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Type != corev1.SecretTypeTLS || len(s.Data["ca.crt"]) == 0 || len(s.Data["tls.crt"]) == 0 || len(s.Data["tls.key"]) == 0 {
+				t.Fatalf("secret %s: type %s, keys %v", name, s.Type, len(s.Data))
+			}
+			if name == "nemesis-serve-tls" {
+				if run == 1 && bytes.Equal(first, s.Data["tls.crt"]) {
+					t.Fatal("the second run did not replace serve's pair")
+				}
+				first = s.Data["tls.crt"]
+			}
+		}
 	}
 }
 
