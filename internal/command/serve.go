@@ -110,9 +110,9 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	settingsHandler.Register(settingsAPI)
-	mux.Handle("PUT /loadbalancer/", auth.Require(httpauth.SettingsWrite, settingsAPI))
-	mux.Handle("/loadbalancer/", auth.Require(httpauth.Read, settingsAPI))
-	mux.Handle("GET /openapi.json", settingsAPI)
+	guarded := api.Guarded(auth, settingsAPI)
+	mux.Handle("/loadbalancer/", guarded)
+	mux.Handle("GET /openapi.json", guarded)
 	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs.query))
 
 	g, ctx := errgroup.WithContext(ctx)
