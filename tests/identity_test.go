@@ -36,7 +36,7 @@ import (
 // of environment ("" for none), trusting serve's CA.
 func (s *stack) grpcClient(environment string) *grpc.ClientConn {
 	s.t.Helper()
-	caPEM, err := os.ReadFile(filepath.Join(s.tls, pki.ServeDir, pki.CAFile))
+	caPEM, err := os.ReadFile(filepath.Join(s.tls.Dir, pki.ServeDir, pki.CAFile))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func (s *stack) grpcClient(environment string) *grpc.ClientConn {
 	roots.AppendCertsFromPEM(caPEM)
 	cfg := &tls.Config{RootCAs: roots, ServerName: pki.ServerName, MinVersion: tls.VersionTLS12}
 	if environment != "" {
-		dir := filepath.Join(s.tls, pki.EnvoyDir(environment))
+		dir := filepath.Join(s.tls.Dir, pki.EnvoyDir(environment))
 		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, pki.CertFile), filepath.Join(dir, pki.KeyFile))
 		if err != nil {
 			s.t.Fatal(err)

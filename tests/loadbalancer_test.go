@@ -228,7 +228,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"/loadbalancer/settings/history?limit=1&limit=2": "limit",
 		"/loadbalancer/settings?env=prod":                "env",
 	} {
-		code, body := s.request(http.MethodGet, query, "", "")
+		code, body := s.request(http.MethodGet, query, "", readToken)
 		if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
 			t.Errorf("GET %s: %d %s, want 400 naming %s", query, code, body, field)
 		}

@@ -28,8 +28,8 @@ import (
 func TestCertificateRotationUnderTraffic(t *testing.T) {
 	s := newStack(t)
 	next := testenv.Certificates(t, s.env)
-	serveDir, envoyDir := filepath.Join(s.tls, pki.ServeDir), filepath.Join(s.tls, pki.EnvoyDir(s.env))
-	nextServe, nextEnvoy := filepath.Join(next, pki.ServeDir), filepath.Join(next, pki.EnvoyDir(s.env))
+	serveDir, envoyDir := filepath.Join(s.tls.Dir, pki.ServeDir), filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env))
+	nextServe, nextEnvoy := filepath.Join(next.Dir, pki.ServeDir), filepath.Join(next.Dir, pki.EnvoyDir(s.env))
 
 	// 1. Every trust bundle holds the old CA and the new one.
 	both := append(readFile(t, filepath.Join(serveDir, pki.CAFile)), readFile(t, filepath.Join(nextServe, pki.CAFile))...)

@@ -65,7 +65,7 @@ type stack struct {
 	serveArgs   []string // more flags of nemesis serve
 	// tls holds the gRPC port's certificates: serve's pair and one client
 	// pair for the stack's environment and for "other".
-	tls string
+	tls *testenv.Certs
 }
 
 func newStack(t *testing.T, serveArgs ...string) *stack {
@@ -101,7 +101,7 @@ func (s *stack) startServe() {
 	args := append([]string{"serve",
 		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig,
 		"--token", token, "--read-token", readToken, "--metrics-token", metricsToken,
-		"--tls-dir", filepath.Join(s.tls, pki.ServeDir),
+		"--tls-dir", filepath.Join(s.tls.Dir, pki.ServeDir),
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
@@ -125,7 +125,7 @@ func (s *stack) startServe() {
 func (s *stack) startEnvoy() *servers.Envoy {
 	s.t.Helper()
 	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env,
-		TLSDir: filepath.Join(s.tls, pki.EnvoyDir(s.env))})
+		TLSDir: filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env))})
 	s.envoys = append(s.envoys, e)
 	return e
 }

@@ -88,11 +88,11 @@ func measureWith(b *testing.B, envoys int, mtls bool) (full, floor []time.Durati
 	tlsDir := ""
 	if mtls {
 		certs := testenv.Certificates(b, env)
-		serving, err := pki.NewServerTLS(filepath.Join(certs, pki.ServeDir), log)
+		serving, err := pki.NewServerTLS(filepath.Join(certs.Dir, pki.ServeDir), log)
 		if err != nil {
 			b.Fatal(err)
 		}
-		tlsDir = filepath.Join(certs, pki.EnvoyDir(env))
+		tlsDir = filepath.Join(certs.Dir, pki.EnvoyDir(env))
 		go func() { _ = cp.Server.ServeTLS(ctx, xdsListener, serving.Config()) }()
 	} else {
 		go func() { _ = cp.Server.Serve(ctx, xdsListener) }()

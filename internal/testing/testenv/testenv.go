@@ -262,18 +262,47 @@ func ProjectEnvoy(t testing.TB, xdsAddr string, cfg servers.EnvoyConfig) *server
 	return e
 }
 
+// Certs is a folder of certificates written as `nemesis certgen --out-dir`
+// does (serve's pair under pki.ServeDir, an environment's client pair under
+// pki.EnvoyDir(env)), and the CA that signed them, which can sign more.
+type Certs struct {
+	Dir string
+	ca  *pki.CA
+}
+
 // Certificates writes a CA, serve's serving pair (for 127.0.0.1) and a client
-// pair for each environment into a folder of the test's, as `nemesis
-// certgen --out-dir` does, and returns the folder: serve's --tls-dir is
-// pki.ServeDir under it, an Envoy's TLSDir pki.EnvoyDir(env).
-func Certificates(t testing.TB, environments ...string) string {
+// pair for each environment into a folder of the test's: serve's --tls-dir
+// is pki.ServeDir under it, an Envoy's TLSDir pki.EnvoyDir(env).
+func Certificates(t testing.TB, environments ...string) *Certs {
 	t.Helper()
-	b, err := pki.Generate(environments, []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	ca, err := pki.NewCA("nemesis test CA", 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := Dir(t, "tls")
-	if err := b.WriteDirs(dir); err != nil {
+	c := &Certs{Dir: Dir(t, "tls"), ca: ca}
+	serve, err := ca.Server([]string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.WriteDir(filepath.Join(c.Dir, pki.ServeDir)); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range environments {
+		c.Client(t, env)
+	}
+	return c
+}
+
+// Client writes a client pair of environment, signed by the CA, and returns
+// its folder.
+func (c *Certs) Client(t testing.TB, environment string) string {
+	t.Helper()
+	pair, err := c.ca.Client(environment, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(c.Dir, pki.EnvoyDir(environment))
+	if err := pair.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
 	return dir
