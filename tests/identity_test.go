@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -66,7 +68,9 @@ func subscribe(ctx context.Context, conn *grpc.ClientConn, cluster string) error
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "intruder", Cluster: cluster}, TypeUrl: resource.ClusterType}); err != nil {
+	// A stream the server ended already fails Send with io.EOF; Recv
+	// tells why.
+	if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "intruder", Cluster: cluster}, TypeUrl: resource.ClusterType}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	_, err = stream.Recv()
@@ -88,7 +92,7 @@ func sendLog(ctx context.Context, conn *grpc.ClientConn, cluster, path string) e
 			}},
 		}},
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	_, err = stream.CloseAndRecv()
@@ -104,7 +108,7 @@ func hold(ctx context.Context, conn *grpc.ClientConn, environment, route string)
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}}}); err != nil {
+	if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}}}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	_, err = stream.Recv()
