@@ -157,7 +157,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if c.PrometheusPort != 0 {
 		log.Info("starting prometheus", "port", c.PrometheusPort)
 		var stopProm func() error
-		if prom, stopProm, err = c.startPrometheus(ctx, log, dir, kube.Config, envoy); err != nil {
+		if prom, stopProm, err = c.startPrometheus(ctx, log, dir, kube.Config, envoy, readToken); err != nil {
 			return err
 		}
 		stops = append(stops, stopProm)
