@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
@@ -256,7 +257,8 @@ func TestEnvoyManifestServesItsStatsAlone(t *testing.T) {
 	admin, stats := testenv.Port(t), testenv.Port(t)
 	overlay = strings.NewReplacer("port_value: 9901", fmt.Sprintf("port_value: %d", admin),
 		"port_value: 9902", fmt.Sprintf("port_value: %d", stats)).Replace(overlay)
-	testenv.ProjectEnvoy(t, s.xdsAddr, servers.EnvoyConfig{NodeID: "stats", Cluster: s.env, AdminPort: admin, Overlay: overlay})
+	testenv.ProjectEnvoy(t, s.xdsAddr, servers.EnvoyConfig{NodeID: "stats", Cluster: s.env, AdminPort: admin, Overlay: overlay,
+		TLSDir: filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env))})
 	base := fmt.Sprintf("http://127.0.0.1:%d", stats)
 	code, body, err := get(http.DefaultClient, base+"/stats/prometheus")
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "envoy_server_live") {
