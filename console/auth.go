@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 )
 
 // cookieName holds the token a login stored.
@@ -19,14 +19,14 @@ const (
 	scopeWrite
 )
 
-// allowed is the console's one authorization check. Today one token guards
-// every change and the console's reads; scoped tokens replace this body
-// only.
-func (c *Console) allowed(r *http.Request, _ scope) bool {
-	if c.cfg.Token == "" {
-		return true
+// allowed is the console's one authorization check: the pages need the
+// read scope, changes the settings-write scope, as the APIs behind them.
+func (c *Console) allowed(r *http.Request, s scope) bool {
+	need := httpauth.Read
+	if s == scopeWrite {
+		need = httpauth.SettingsWrite
 	}
-	return httpjson.HasToken(withBearer(r), c.cfg.Token)
+	return c.cfg.Auth.Allowed(withBearer(r), need) == 0
 }
 
 // withBearer returns r with the login cookie's token as its bearer token,
@@ -82,7 +82,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.PostFormValue("next"))
 	probe := r.Clone(r.Context())
 	probe.Header.Set("Authorization", "Bearer "+token)
-	if c.cfg.Token != "" && !httpjson.HasToken(probe, c.cfg.Token) {
+	if c.cfg.Auth.Allowed(probe, httpauth.Read) != 0 {
 		c.render(w, r, http.StatusUnauthorized, "login", page{Title: "Log in", Data: loginData{Next: next, Error: "That token is not valid."}})
 		return
 	}

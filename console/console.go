@@ -22,6 +22,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/xds/server"
 	"github.com/nemesis-ml/nemesis/xds/settings"
 )
@@ -51,9 +52,10 @@ type Config struct {
 	// SettingsAPI serves PUT /loadbalancer/settings, with its own token
 	// check: a revert goes through it like any other client's change.
 	SettingsAPI http.Handler
-	// Token guards the console; empty leaves it open.
-	Token string
-	Log   *slog.Logger
+	// Auth is serve's authorizer: pages need the read scope, a revert the
+	// settings-write scope.
+	Auth *httpauth.Authorizer
+	Log  *slog.Logger
 }
 
 // Console serves the pages and their JSON twins.
@@ -115,7 +117,7 @@ type page struct {
 // render writes a page whole or not at all: a template error mid-way
 // becomes a 500 rather than half a page.
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, name string, p page) {
-	p.LoggedIn = c.cfg.Token != "" && c.allowed(r, scopeRead)
+	p.LoggedIn = c.cfg.Auth.RequiresToken() && c.allowed(r, scopeRead)
 	var buf bytes.Buffer
 	if err := c.pages[name].Execute(&buf, p); err != nil {
 		c.cfg.Log.Error("rendering console page", "page", name, "err", err)

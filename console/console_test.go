@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 )
 
 func TestPercentileBound(t *testing.T) {
@@ -75,7 +76,11 @@ func TestState(t *testing.T) {
 // here is refused before it would read any.
 func guarded(t *testing.T) *http.ServeMux {
 	t.Helper()
-	c, err := New(Config{Token: "s3cret", Log: slog.New(slog.DiscardHandler)})
+	var auth httpauth.Authorizer
+	if err := auth.Grant([]string{"s3cret"}, httpauth.Read, httpauth.SettingsWrite); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Auth: &auth, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -174,7 +174,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 func (s *stack) model(cfg fakekubelet.Config) *fakekubelet.Model {
 	s.t.Helper()
 	cfg.Kube, cfg.KubeConfig = s.kube, testenv.Kube(s.t)
-	cfg.Namespace, cfg.Environment, cfg.MetricsURL = s.namespace, s.env, s.apiURL
+	cfg.Namespace, cfg.Environment, cfg.MetricsURL, cfg.MetricsToken = s.namespace, s.env, s.apiURL, metricsToken
 	return fakekubelet.Start(s.t, cfg)
 }
 
@@ -338,7 +338,7 @@ func envoyStat(t *testing.T, e *servers.Envoy, name string) int {
 // absent.
 func (s *stack) metric(series string) float64 {
 	s.t.Helper()
-	code, body := s.request(http.MethodGet, "/metrics", "", "")
+	code, body := s.request(http.MethodGet, "/metrics", "", readToken)
 	if code != http.StatusOK {
 		s.t.Fatalf("GET /metrics: %d", code)
 	}

@@ -159,7 +159,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 	s := newStack(t)
 	s.mustPut("random", 10, 5)
 	history := func() string {
-		_, body := s.request(http.MethodGet, "/loadbalancer/settings/history?environment="+s.env, "", "")
+		_, body := s.request(http.MethodGet, "/loadbalancer/settings/history?environment="+s.env, "", readToken)
 		return body
 	}
 	before := history()
@@ -228,7 +228,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"/loadbalancer/settings/history?limit=1&limit=2": "limit",
 		"/loadbalancer/settings?env=prod":                "env",
 	} {
-		code, body := s.request(http.MethodGet, query, "", "")
+		code, body := s.request(http.MethodGet, query, "", readToken)
 		if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
 			t.Errorf("GET %s: %d %s, want 400 naming %s", query, code, body, field)
 		}
@@ -249,7 +249,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 
 func TestGetSettingsShowsDefaultsThenStored(t *testing.T) {
 	s := newStack(t)
-	code, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	code, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got := decode[map[string]any](t, body)
 	if code != http.StatusOK || got["default"] != true || got["policy"] != "round_robin" ||
 		got["max_connections"] != float64(1024) || got["timeout_seconds"] != float64(15) {
@@ -257,12 +257,12 @@ func TestGetSettingsShowsDefaultsThenStored(t *testing.T) {
 	}
 	s.mustPut("least_connections", 50, 30)
 	s.mustPut("random", 60, 20)
-	_, body = s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	_, body = s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got = decode[map[string]any](t, body)
 	if got["policy"] != "random" || got["max_connections"] != float64(60) || got["default"] != nil {
 		t.Fatalf("current: %s", body)
 	}
-	_, body = s.request(http.MethodGet, "/loadbalancer/settings/history?limit=5&environment="+s.env, "", "")
+	_, body = s.request(http.MethodGet, "/loadbalancer/settings/history?limit=5&environment="+s.env, "", readToken)
 	hist := decode[[]map[string]any](t, body)
 	if len(hist) != 2 || hist[0]["policy"] != "random" || hist[1]["policy"] != "least_connections" {
 		t.Fatalf("history: %s", body)
@@ -278,7 +278,7 @@ func TestStatusListsEnvoysAndAckedVersions(t *testing.T) {
 	s.startEnvoy()
 	s.startEnvoy()
 	s.mustPut("random", 10, 5)
-	_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
+	_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
 	status := decode[struct {
 		Environments map[string][]struct {
 			Node         string `json:"node"`

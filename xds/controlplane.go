@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/server"
@@ -108,6 +109,20 @@ func (c *ControlPlane) WaitReady(ctx context.Context, environment, route string)
 			return nil
 		}
 	}
+}
+
+// Hold returns the hold timeout of a route published for the environment
+// (translate.HoldTimeout); ok is false when the environment has no such
+// route. The activator holds requests of such routes only.
+func (c *ControlPlane) Hold(environment, route string) (hold time.Duration, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.routes[environment] {
+		if r.Name == route {
+			return translate.HoldTimeout(r, c.opts), true
+		}
+	}
+	return 0, false
 }
 
 // SettingsChanged re-reads the settings of one environment, or of all when

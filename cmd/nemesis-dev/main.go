@@ -9,6 +9,7 @@ type cli struct {
 	command.LogFlags
 	Serve     command.Serve   `cmd:"" help:"Run the control plane: HTTP APIs, health and metrics."`
 	Migrate   command.Migrate `cmd:"" help:"Apply pending database migrations and exit."`
+	Certgen   command.Certgen `cmd:"" help:"Write the gRPC port's CA, serve's serving pair and one client pair per environment, into a folder or Secrets."`
 	Dev       devCmd          `cmd:"" help:"Run the whole stack on this machine: PostgreSQL, Redis, kube-apiserver, serve, Envoy, the local runtime and the demo model."`
 	Sidecar   command.Sidecar `cmd:"" help:"Run in a model pod: proxy to the model, meter the pod, push samples to the controller."`
 	DemoModel demoModelCmd    `cmd:"" name:"demo-model" help:"Serve the demo model: a digit classifier trained at start-up, for nemesis-dev dev."`

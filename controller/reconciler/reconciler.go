@@ -85,6 +85,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	status := ca.Status.DeepCopy()
 	status.ObservedGeneration = ca.Generation
+	if err := r.routeAccepted(ctx, ca, status); err != nil {
+		return ctrl.Result{}, err
+	}
 	obs, failed := r.observe(ctx, ca, status)
 	if failed {
 		return r.writeStatus(ctx, ca, status, ctrl.Result{RequeueAfter: r.retry})

@@ -40,7 +40,7 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 		_, _ = c.RESTMapper().RESTMapping(schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "CustomAutoscaler"})
 	}()
 	return activator.New(ctx, activator.Config{
-		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
+		MaxHeld: f.ActivatorMaxHeld, Route: cp.Hold, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
 		Released: released, Registerer: reg, Log: log,
 	}), nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
 	"github.com/nemesis-ml/nemesis/xds"
@@ -36,15 +36,24 @@ type Serve struct {
 	activatorFlags
 	proxyLogFlags
 	decisionFlags
-	Listen               string        `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
-	XDSListen            string        `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
-	EnvoyListenerAddress string        `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
-	EnvoyListenerPort    uint32        `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
-	Token                string        `help:"Bearer token required by the APIs' mutating calls; empty disables the check." env:"NEMESIS_TOKEN"`
-	ShutdownGrace        time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
+	Listen               string `help:"Address of the HTTP APIs, health and metrics." default:"127.0.0.1:8080" env:"NEMESIS_LISTEN"`
+	XDSListen            string `help:"Address of the xDS (ADS) gRPC server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
+	EnvoyListenerAddress string `help:"Address Envoy takes client traffic on." default:"127.0.0.1" env:"NEMESIS_ENVOY_LISTENER_ADDRESS"`
+	EnvoyListenerPort    uint32 `help:"Port Envoy takes client traffic on." default:"10000" env:"NEMESIS_ENVOY_LISTENER_PORT"`
+	EnvoyTrustedHops     uint32 `help:"How many proxies in front of Envoy append to X-Forwarded-For; 0 logs and routes on the connection's peer address." default:"0" env:"NEMESIS_ENVOY_TRUSTED_HOPS"`
+	authFlags
+	ShutdownGrace time.Duration `help:"How long requests in flight may take to finish on SIGTERM." default:"20s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
 func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
+	auth, err := c.authorizer(log)
+	if err != nil {
+		return err
+	}
+	grpcTLS, err := c.grpcTLS(log)
+	if err != nil {
+		return err
+	}
 	kubeCfg, err := c.restConfig()
 	if err != nil {
 		return err
@@ -71,7 +80,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	store := settingsdb.NewStore(pool)
 	cp := xds.New(log.With("component", "xds"), store, translate.Options{
 		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
-		AccessLogCluster: c.AccessLogCluster,
+		AccessLogCluster: c.AccessLogCluster, TrustedHops: c.EnvoyTrustedHops,
 	})
 	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]ir.Route) {
 		cp.RoutesChanged(ctx, r)
@@ -100,26 +109,29 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	defer logs.close()
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
-	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	mux.Handle("POST /metrics", autoscaling.Ingest) // checks its own --metrics-token
+	// /healthz, /readyz and /openapi.json (what the API looks like, no
+	// data) need no token; everything else needs its scope.
+	mux := httpserver.GuardedMux(reg, func(h http.Handler) http.Handler { return auth.Require(httpauth.Read, h) },
+		httpserver.Check{Name: "postgres", Run: pool.Ping})
+	mux.Handle("POST /metrics", auth.Require(httpauth.MetricsIngest, autoscaling.Ingest))
 	settingsAPI := http.NewServeMux()
 	settingsHandler, err := api.New(log.With("component", "api"), store, cp, reg)
 	if err != nil {
 		return err
 	}
 	settingsHandler.Register(settingsAPI)
-	guardedSettings := httpjson.RequireToken(c.Token, settingsAPI)
-	mux.Handle("/loadbalancer/", guardedSettings)
-	mux.Handle("GET /openapi.json", settingsAPI)
-	mux.Handle("GET /proxy/logs", logs.query)
-	mux.Handle(decisions.Pattern, record.query)
+	guarded := api.Guarded(auth, settingsAPI)
+	mux.Handle("/loadbalancer/", guarded)
+	mux.Handle("GET /openapi.json", guarded)
+	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs.query))
+	mux.Handle(decisions.Pattern, auth.Require(httpauth.Read, record.query))
 	kube, err := client.New(kubeCfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating the console's kubernetes client: %w", err)
 	}
 	ui, err := console.New(console.Config{
 		Kube: kube, Pool: pool, Decisions: record.query, Logs: logs.query, Settings: store,
-		Envoys: cp.Server.Status, SettingsAPI: guardedSettings, Token: c.Token, Log: log.With("component", "console"),
+		Envoys: cp.Server.Status, SettingsAPI: guarded, Auth: auth, Log: log.With("component", "console"),
 	})
 	if err != nil {
 		return err
@@ -139,7 +151,12 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	g.Go(func() error { return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register) })
+	g.Go(func() error {
+		if grpcTLS == nil {
+			return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register)
+		}
+		return cp.Server.ServeTLS(ctx, xdsListener, grpcTLS, activate.Register, logs.service.Register)
+	})
 	g.Go(func() error { return logs.sink.Run(ctx) })
 	g.Go(func() error { return logs.retention.Run(ctx) })
 	g.Go(func() error { return record.writer.Run(ctx) })

@@ -26,6 +26,13 @@ type Check struct {
 // Mux returns a mux serving /healthz (the process is alive), /readyz (every
 // check passes) and /metrics (the registry), to which callers add their APIs.
 func Mux(reg *prometheus.Registry, checks ...Check) *http.ServeMux {
+	return GuardedMux(reg, func(h http.Handler) http.Handler { return h }, checks...)
+}
+
+// GuardedMux is Mux with /metrics behind guard (an authorization check).
+// /readyz names the checks that failed, never their errors: those may hold
+// host names and users, and readiness probes need no credential.
+func GuardedMux(reg *prometheus.Registry, guard func(http.Handler) http.Handler, checks ...Check) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -34,10 +41,10 @@ func Mux(reg *prometheus.Registry, checks ...Check) *http.ServeMux {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		failed := map[string]string{}
+		failed := []string{}
 		for _, c := range checks {
 			if err := c.Run(ctx); err != nil {
-				failed[c.Name] = err.Error()
+				failed = append(failed, c.Name)
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -48,7 +55,7 @@ func Mux(reg *prometheus.Registry, checks ...Check) *http.ServeMux {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ready"})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return mux
 }
 

@@ -202,10 +202,20 @@ type envoyState struct {
 	AckedVersion string `json:"acked_version"`
 }
 
+// getWithToken GETs url with the operators' token, which reads too.
+func getWithToken(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	return http.DefaultClient.Do(req)
+}
+
 // envoyStatus is GET /loadbalancer/status of one replica: the Envoys
 // connected to it in the default environment.
 func envoyStatus(replica string) ([]envoyState, error) {
-	resp, err := http.Get(replica + "/loadbalancer/status")
+	resp, err := getWithToken(replica + "/loadbalancer/status")
 	if err != nil {
 		return nil, err
 	}
@@ -391,7 +401,7 @@ func proxyLogs(api string, since time.Time, target string) ([]json.RawMessage, e
 	next := api + "/proxy/logs?" + q.Encode()
 	var rows []json.RawMessage
 	for next != "" {
-		resp, err := http.Get(next)
+		resp, err := getWithToken(next)
 		if err != nil {
 			return nil, err
 		}

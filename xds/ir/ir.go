@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nemesis-ml/nemesis/internal/validation"
 	"github.com/nemesis-ml/nemesis/xds/settings"
@@ -31,6 +32,15 @@ type Route struct {
 	// HoldTimeoutSeconds is how long the activator holds a request while
 	// the route has no endpoint; 0 means the control plane's default.
 	HoldTimeoutSeconds int32 `json:"holdTimeoutSeconds,omitempty"`
+	// CreatedAt is when the CustomAutoscaler was created: of two routes
+	// claiming the same traffic, the older keeps it.
+	CreatedAt time.Time `json:"createdAt,omitzero"`
+}
+
+// Namespace is the namespace part of the route's name.
+func (r Route) Namespace() string {
+	ns, _, _ := strings.Cut(r.Name, "/")
+	return ns
 }
 
 // Endpoint is one ready address of a route's Service.
@@ -45,30 +55,71 @@ type Dropped struct {
 	Reason error
 }
 
+// TakenError says a route lost its path prefix to an older route.
+type TakenError struct {
+	PathPrefix string
+	// Owner is the route that keeps the traffic, namespace/name, and
+	// OwnerPrefix its prefix: shorter than PathPrefix when the lost route
+	// would have taken part of another namespace's traffic.
+	Owner, OwnerPrefix string
+}
+
+func (e *TakenError) Error() string {
+	if e.OwnerPrefix != e.PathPrefix {
+		return fmt.Sprintf("path prefix %s falls under %s, the path prefix of %s in another namespace", e.PathPrefix, e.OwnerPrefix, e.Owner)
+	}
+	return fmt.Sprintf("path prefix %s is taken by %s", e.PathPrefix, e.Owner)
+}
+
+// older orders routes by age: creation time, then name, so that the
+// decision is the same in every replica and on every run.
+func older(a, b Route) int {
+	return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.Name, b.Name))
+}
+
+// takenBy returns the error when owner, an older route, keeps r's traffic:
+// the same prefix, or, from another namespace, a prefix r's starts with
+// (Envoy matches prefixes as strings and the longest wins, so r would take
+// the requests under it that owner serves today).
+func takenBy(r, owner Route) *TakenError {
+	switch {
+	case r.PathPrefix == owner.PathPrefix:
+		fallthrough
+	case r.Namespace() != owner.Namespace() && strings.HasPrefix(r.PathPrefix, owner.PathPrefix):
+		return &TakenError{PathPrefix: r.PathPrefix, Owner: owner.Name, OwnerPrefix: owner.PathPrefix}
+	}
+	return nil
+}
+
 // Normalize sorts routes so the most specific prefix matches first and the
-// output is stable, and drops the routes that are invalid or whose prefix an
-// earlier route (by name) already claimed, returning them so they can be
-// reported. What it keeps passes Validate.
+// output is stable, and drops the routes that are invalid or whose traffic
+// an older route keeps (TakenError: the same prefix, or a longer prefix
+// under another namespace's), returning them so they can be reported. What
+// it keeps passes Validate. It decides by creation time, then name, so a new
+// CustomAutoscaler can never capture an existing route's traffic.
 func (e *Environment) Normalize() (dropped []Dropped) {
-	slices.SortFunc(e.Routes, func(a, b Route) int { return cmp.Compare(a.Name, b.Name) })
-	owner := map[string]string{}
+	slices.SortFunc(e.Routes, older)
 	kept := e.Routes[:0]
+routes:
 	for _, r := range e.Routes {
 		if err := r.Validate(); err != nil {
 			dropped = append(dropped, Dropped{Route: r, Reason: err})
 			continue
 		}
-		if name, taken := owner[r.PathPrefix]; taken {
-			dropped = append(dropped, Dropped{Route: r, Reason: fmt.Errorf("path prefix %s is taken by %s", r.PathPrefix, name)})
-			continue
+		for _, owner := range kept {
+			if err := takenBy(r, owner); err != nil {
+				dropped = append(dropped, Dropped{Route: r, Reason: err})
+				continue routes
+			}
 		}
-		owner[r.PathPrefix] = r.Name
 		slices.SortFunc(r.Endpoints, func(a, b Endpoint) int {
 			return cmp.Or(cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 		})
 		kept = append(kept, r)
 	}
-	slices.SortStableFunc(kept, func(a, b Route) int { return cmp.Compare(len(b.PathPrefix), len(a.PathPrefix)) })
+	slices.SortStableFunc(kept, func(a, b Route) int {
+		return cmp.Or(cmp.Compare(len(b.PathPrefix), len(a.PathPrefix)), cmp.Compare(a.Name, b.Name))
+	})
 	e.Routes = kept
 	return dropped
 }

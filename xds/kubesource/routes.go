@@ -47,7 +47,7 @@ func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 			continue
 		}
 		name := ca.Namespace + "/" + ca.Name
-		route := ir.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []ir.Endpoint{}}
+		route := ir.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []ir.Endpoint{}, CreatedAt: ca.CreationTimestamp.Time}
 		if ca.Spec.ScaleToZero != nil {
 			route.HoldTimeoutSeconds = ca.Spec.ScaleToZero.HoldTimeoutSeconds
 		}

@@ -25,8 +25,8 @@ func buildRouteConfig(env ir.Environment, opts Options) (*routev3.RouteConfigura
 			// At zero: the activator holds the request until an endpoint is
 			// ready. The stream's idle timeout (5 min by default) must not
 			// cut a hold short.
-			hold := holdTimeout(r, opts)
-			perFilter, err := extProcPerRoute(env.Name, r, hold)
+			hold := HoldTimeout(r, opts)
+			perFilter, err := extProcPerRoute(env.Name, r)
 			if err != nil {
 				return nil, err
 			}

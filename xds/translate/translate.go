@@ -30,6 +30,10 @@ type Options struct {
 	// AccessLogCluster is the bootstrap cluster of the gRPC access-log
 	// service that Envoy streams every request to; "" logs nothing.
 	AccessLogCluster string `json:"accessLogCluster,omitempty"`
+	// TrustedHops is how many proxies in front of Envoy append to
+	// X-Forwarded-For; the client's address is the one they name. 0: the
+	// connection's peer is the client.
+	TrustedHops uint32 `json:"trustedHops,omitempty"`
 }
 
 // Resources are an environment's Envoy resources by type URL.

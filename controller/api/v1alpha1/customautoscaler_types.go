@@ -260,7 +260,8 @@ type CustomAutoscalerStatus struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Recommendations []Recommendation `json:"recommendations,omitempty"`
-	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable.
+	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable,
+	// RouteAccepted.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -279,6 +280,8 @@ type CustomAutoscalerStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desiredReplicas`
 // +kubebuilder:printcolumn:name="Last-Rule",type=string,JSONPath=`.status.lastDecision.rule`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Route-Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="RouteAccepted")].status`
+// +kubebuilder:printcolumn:name="Route-Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="RouteAccepted")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type CustomAutoscaler struct {
 	metav1.TypeMeta   `json:",inline"`
