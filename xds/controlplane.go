@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,19 +256,9 @@ func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string)
 }
 
 func routesEqual(a, b []ir.Route) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Name != b[i].Name || a[i].PathPrefix != b[i].PathPrefix || len(a[i].Endpoints) != len(b[i].Endpoints) ||
-			a[i].HoldTimeoutSeconds != b[i].HoldTimeoutSeconds {
-			return false
-		}
-		for j := range a[i].Endpoints {
-			if a[i].Endpoints[j] != b[i].Endpoints[j] {
-				return false
-			}
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, func(x, y ir.Route) bool {
+		return x.Name == y.Name && x.PathPrefix == y.PathPrefix && x.Protocol == y.Protocol &&
+			x.HoldTimeoutSeconds == y.HoldTimeoutSeconds && slices.Equal(x.Hosts, y.Hosts) &&
+			slices.Equal(x.Headers, y.Headers) && slices.Equal(x.Endpoints, y.Endpoints)
+	})
 }

@@ -131,6 +131,7 @@ func measureWith(b *testing.B, envoys int, mtls bool) (full, floor []time.Durati
 	for i := range updates {
 		m := ir.Environment{Name: env, Settings: settings.Settings{
 			Environment: env, Policy: settings.Policy(policies[i%3]), MaxConnections: 100 + i, TimeoutSeconds: 30,
+			RetryAttempts: 2, RetryBudgetPercent: 20, StreamIdleTimeoutSeconds: 300,
 		}}
 		version := fmt.Sprintf("floor.%d", i)
 		start := time.Now()

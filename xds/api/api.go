@@ -151,6 +151,10 @@ type putRequest struct {
 	Policy         *string `json:"policy"`
 	MaxConnections *int    `json:"max_connections"`
 	TimeoutSeconds *int    `json:"timeout_seconds"`
+	// Optional: their defaults apply when left out.
+	RetryAttempts            *int `json:"retry_attempts"`
+	RetryBudgetPercent       *int `json:"retry_budget_percent"`
+	StreamIdleTimeoutSeconds *int `json:"stream_idle_timeout_seconds"`
 }
 
 func (p putRequest) settings() (settings.Settings, error) {
@@ -167,7 +171,17 @@ func (p putRequest) settings() (settings.Settings, error) {
 		return s, &validation.FieldError{Field: "timeout_seconds", Message: "is required"}
 	}
 	s.Policy, s.MaxConnections, s.TimeoutSeconds = settings.Policy(*p.Policy), *p.MaxConnections, *p.TimeoutSeconds
+	s.RetryAttempts = valueOr(p.RetryAttempts, settings.DefaultRetryAttempts)
+	s.RetryBudgetPercent = valueOr(p.RetryBudgetPercent, settings.DefaultRetryBudgetPercent)
+	s.StreamIdleTimeoutSeconds = valueOr(p.StreamIdleTimeoutSeconds, settings.DefaultStreamIdleTimeoutSeconds)
 	return s, s.Validate()
+}
+
+func valueOr(p *int, def int) int {
+	if p == nil {
+		return def
+	}
+	return *p
 }
 
 // putResponse is the stored settings and, with ?wait=ack, the Envoys that
@@ -206,7 +220,9 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("settings changed", "environment", stored.Environment, "version", stored.Version,
-		"policy", stored.Policy, "max_connections", stored.MaxConnections, "timeout_seconds", stored.TimeoutSeconds)
+		"policy", stored.Policy, "max_connections", stored.MaxConnections, "timeout_seconds", stored.TimeoutSeconds,
+		"retry_attempts", stored.RetryAttempts, "retry_budget_percent", stored.RetryBudgetPercent,
+		"stream_idle_timeout_seconds", stored.StreamIdleTimeoutSeconds)
 	// Apply here at once rather than waiting for our own NOTIFY; the other
 	// replicas apply it on theirs.
 	if err := h.cp.SettingsChanged(r.Context(), stored.Environment); err != nil {

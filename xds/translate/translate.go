@@ -61,7 +61,11 @@ func Translate(env ir.Environment, opts Options) (Resources, error) {
 		resource.EndpointType: {},
 	}
 	for _, r := range env.Routes {
-		out[resource.ClusterType] = append(out[resource.ClusterType], buildCluster(r.Name, env.Settings))
+		cluster, err := buildCluster(r, env.Settings)
+		if err != nil {
+			return nil, fmt.Errorf("building cluster %s: %w", r.Name, err)
+		}
+		out[resource.ClusterType] = append(out[resource.ClusterType], cluster)
 		out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(r))
 	}
 	return out, nil
