@@ -9,7 +9,9 @@
 #   CoreDNS from its Go module (hack/tools/coredns),
 #   podman, buildah, debootstrap (make images), containerd, runc and the CNI
 #   plugins (make cluster) from the distribution's packages,
-#   controller-gen and staticcheck (hack/tools/gen).
+#   controller-gen and staticcheck (hack/tools/gen),
+#   a Python venv with MLServer, scikit-learn and the tritonclient, openai and
+#   websockets clients (hack/python/requirements.txt).
 # Binaries land in .tools/bin as links into a cache outside the work tree
 # ($NEMESIS_TOOLS_CACHE, default ~/.cache/nemesis-tools), keyed by the pinned
 # versions, so a second run or a fresh clone on the same machine builds nothing.
@@ -97,9 +99,28 @@ build_go_tool() {
 	ln -sfn "$out" "$bin/$name"
 }
 
+# install_python_venv: the venv of hack/python/requirements.txt, keyed by
+# its hash and the interpreter's version, linked as .tools/venv. A venv's
+# scripts name its folder, so it is built in place and marked complete last.
+install_python_venv() {
+	local req=$root/hack/python/requirements.txt
+	local key
+	key=$(cat "$req" <(python3 --version) | sha256sum | cut -c1-16)
+	local dir=$cache/python-$key
+	if [ ! -e "$dir/.complete" ]; then
+		log "installing hack/python/requirements.txt into a venv (about a minute)"
+		rm -rf "$dir"
+		python3 -m venv "$dir"
+		"$dir/bin/pip" install --disable-pip-version-check -q -r "$req"
+		touch "$dir/.complete"
+	fi
+	ln -sfn "$dir" "$root/.tools/venv"
+}
+
 install_packages
 for tool in prometheus promtool; do ln -sfn "$(command -v $tool)" "$bin/$tool"; done
 install_envoy
+install_python_venv
 build_go_tool etcd etcd go.etcd.io/etcd/server/v3
 kube_version_pkg=k8s.io/component-base/version
 minor=${KUBE_VERSION#v1.}
