@@ -180,7 +180,7 @@ func TestOpenInferenceProtocolOverHTTPAndGRPCFromZero(t *testing.T) {
 	calls := map[string][]string{
 		"http":           {"--url", envoyAddr, "--protocol", "http", "--model", "digits-http", "--digit", "7"},
 		"grpc by host":   {"--url", envoyAddr, "--protocol", "grpc", "--model", "digits-a", "--authority", "digits-a.models.local", "--digit", "3"},
-		"grpc by header": {"--url", envoyAddr, "--protocol", "grpc", "--model", "digits-b", "--header", "x-model=digits-b", "--digit", "5"},
+		"grpc by header": {"--url", envoyAddr, "--protocol", "grpc", "--model", "digits-b", "--header", "x-model=digits-b", "--digit", "4"},
 	}
 	// Held while the three wake at once, then answered.
 	var wg sync.WaitGroup
