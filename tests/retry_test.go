@@ -53,6 +53,15 @@ func TestRetriesOnlyWhatNeverReachedAPod(t *testing.T) {
 	if code, body := s.put(fmt.Sprintf(`{"environment":%q,"policy":"round_robin","max_connections":100,"timeout_seconds":5,"retry_attempts":0}`, s.env)); code != http.StatusOK {
 		t.Fatalf("PUT retry_attempts 0: %d %s", code, body)
 	}
+	_, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	got := decode[struct {
+		RetryAttempts      *int `json:"retry_attempts"`
+		RetryBudgetPercent int  `json:"retry_budget_percent"`
+		StreamIdleTimeout  int  `json:"stream_idle_timeout_seconds"`
+	}](t, body)
+	if got.RetryAttempts == nil || *got.RetryAttempts != 0 || got.RetryBudgetPercent != 20 || got.StreamIdleTimeout != 300 {
+		t.Fatalf("settings read back %s, want retries off and the defaults for the rest", body)
+	}
 	counts = concurrently(url, 1, 40)
 	if counts["200 live"] == 40 {
 		t.Fatalf("answers %v with retries off, want the refused ones to fail", counts)
@@ -93,16 +102,12 @@ func resetBackend(t *testing.T, host *testenv.Host) *resetter {
 			}
 			go func() {
 				defer func() { _ = c.Close() }()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					r.received.Add(1)
-					// RST, not FIN: the request is lost mid-way.
-					_ = c.(*net.TCPConn).SetLinger(0)
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 					return
 				}
+				r.received.Add(1)
+				// RST, not FIN: the request is lost mid-way.
+				_ = c.(*net.TCPConn).SetLinger(0)
 			}()
 		}
 	}()
