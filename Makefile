@@ -91,8 +91,10 @@ test-cluster: images
 	$(GO) test -count=1 -timeout 30m -v ./tests/cluster
 
 ## run: start the whole stack on this machine and print where it listens.
+# The venv of make tools comes first in PATH: the protocol demos run its
+# Python (manifests/demo/protocols.yaml).
 run: tools build
-	bin/nemesis-dev dev
+	PATH="$(CURDIR)/.tools/venv/bin:$$PATH" bin/nemesis-dev dev
 
 ## bench: run the benchmarks under bench/.
 bench: tools build images

@@ -40,6 +40,7 @@ type devCmd struct {
 	Demo           string `help:"Manifest of the demo run by the local runtime; empty: no demo." default:"manifests/demo/digits.yaml" env:"NEMESIS_DEV_DEMO"`
 	PrometheusPort int    `help:"Port of the Prometheus that scrapes the stack; 0: none." default:"9090" env:"NEMESIS_DEV_PROMETHEUS_PORT"`
 	AlertRules     string `help:"Rule file Prometheus loads." default:"manifests/monitoring/prometheus/rules.yaml" env:"NEMESIS_DEV_PROMETHEUS_RULES"`
+	ProtocolsDemo  string `help:"Manifest of the protocol demos (MLServer over gRPC, a token stream), at zero until asked; empty: none." default:"manifests/demo/protocols.yaml" env:"NEMESIS_DEV_PROTOCOLS_DEMO"`
 }
 
 func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
@@ -169,6 +170,11 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		if err := demoFiles(dir); err != nil {
 			return err
 		}
+		if c.ProtocolsDemo != "" {
+			if err := applyDemo(ctx, kube.Config, c.ProtocolsDemo, c.Environment); err != nil {
+				return err
+			}
+		}
 		log.Info("waiting for the demo model to load")
 		if err := waitDemoReady(ctx, kube.Config, "demo", "digits", 2*time.Minute); err != nil {
 			return err
@@ -206,6 +212,9 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		}
 		_, _ = fmt.Fprintf(w, "  %s\n", kubectl)
 		_, _ = fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' http://%s/proxy/logs\n", readToken, c.Listen)
+	}
+	if c.Demo != "" && c.ProtocolsDemo != "" {
+		printProtocolDemos(w, c.EnvoyPort)
 	}
 	_, _ = fmt.Fprintln(w)
 	_ = w.Flush()
