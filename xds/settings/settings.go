@@ -90,6 +90,20 @@ func Defaults(environment string) Settings {
 	}
 }
 
+// WithDefaults fills the settings that are zero but cannot be: the retry
+// budget and the stream idle timeout of settings made before they existed
+// (rows get them from their columns' defaults; values built in code may
+// not). A zero retry_attempts stays zero: it means no retries.
+func (s Settings) WithDefaults() Settings {
+	if s.RetryBudgetPercent == 0 {
+		s.RetryBudgetPercent = DefaultRetryBudgetPercent
+	}
+	if s.StreamIdleTimeoutSeconds == 0 {
+		s.StreamIdleTimeoutSeconds = DefaultStreamIdleTimeoutSeconds
+	}
+	return s
+}
+
 // ValidEnvironment reports whether name can name an environment.
 func ValidEnvironment(name string) error {
 	if !environmentPattern.MatchString(name) {

@@ -90,6 +90,7 @@ func (st *Store) History(ctx context.Context, environment string, limit int) ([]
 // Insert stores s as the environment's newest settings and notifies the
 // listeners in the same transaction, so no listener sees one without the other.
 func (st *Store) Insert(ctx context.Context, s settings.Settings) (settings.Settings, error) {
+	s = s.WithDefaults()
 	var stored settings.Settings
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()

@@ -41,8 +41,10 @@ type Resources map[resource.Type][]types.Resource
 
 // Translate returns the listener, route configuration, clusters and
 // endpoints of env, which must be normalized and valid (ir.Environment's
-// Normalize and Validate).
+// Normalize and Validate) once settings.WithDefaults has filled what it
+// fills.
 func Translate(env ir.Environment, opts Options) (Resources, error) {
+	env.Settings = env.Settings.WithDefaults()
 	if err := env.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid environment %q: %w", env.Name, err)
 	}
