@@ -53,6 +53,8 @@ install_packages() {
 	command -v conntrack >/dev/null || missing+=(conntrack)
 	# The console's browser tests drive Debian's headless Chromium.
 	command -v chromium >/dev/null || missing+=(chromium)
+	# Debian's python3 makes venvs only with python3-venv.
+	python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq
