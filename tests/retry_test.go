@@ -53,7 +53,7 @@ func TestRetriesOnlyWhatNeverReachedAPod(t *testing.T) {
 	if code, body := s.put(fmt.Sprintf(`{"environment":%q,"policy":"round_robin","max_connections":100,"timeout_seconds":5,"retry_attempts":0}`, s.env)); code != http.StatusOK {
 		t.Fatalf("PUT retry_attempts 0: %d %s", code, body)
 	}
-	_, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	_, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got := decode[struct {
 		RetryAttempts      *int `json:"retry_attempts"`
 		RetryBudgetPercent int  `json:"retry_budget_percent"`
