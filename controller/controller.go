@@ -25,8 +25,6 @@ import (
 // Config is what the autoscaling half needs.
 type Config struct {
 	RedisURL string
-	// Token, when set, is required from sidecars as a bearer token.
-	Token string
 	// Retention is how long samples are kept: at least the longest rule
 	// window.
 	Retention time.Duration
@@ -61,7 +59,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Autoscaling,
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 	a := &Autoscaling{rdb: redis.NewClient(opts)}
 	a.store = store.New(a.rdb, cfg.Retention)
-	a.Ingest = ingest.New(a.store, ingest.Options{Token: cfg.Token, Registerer: reg, Log: log.With("component", "ingest")})
+	a.Ingest = ingest.New(a.store, ingest.Options{Registerer: reg, Log: log.With("component", "ingest")})
 	if !cfg.RunController {
 		log.Warn("the CustomAutoscaler controller is disabled: samples are stored, nothing is scaled")
 		return a, nil

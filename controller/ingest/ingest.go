@@ -38,8 +38,6 @@ type Appender interface {
 
 // Options configure the handler.
 type Options struct {
-	// Token, when set, must come as "Authorization: Bearer <token>".
-	Token string
 	// Skew is how far ahead of the server's clock receivedAt may be;
 	// DefaultSkew when zero.
 	Skew time.Duration
@@ -51,7 +49,6 @@ type Options struct {
 // Handler serves POST /metrics.
 type Handler struct {
 	store    Appender
-	token    string
 	skew     time.Duration
 	log      *slog.Logger
 	now      func() time.Time
@@ -62,7 +59,7 @@ type Handler struct {
 // New returns the handler.
 func New(store Appender, opts Options) *Handler {
 	h := &Handler{
-		store: store, token: opts.Token, skew: opts.Skew, log: opts.Log, now: time.Now,
+		store: store, skew: opts.Skew, log: opts.Log, now: time.Now,
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nemesis_ingest_samples_total", Help: "Pod samples stored by POST /metrics.",
 		}),
@@ -112,9 +109,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(r *http.Request) (int, int, *validation.FieldError) {
-	if h.token != "" && !httpjson.HasToken(r, h.token) {
-		return http.StatusUnauthorized, 0, &validation.FieldError{Field: "Authorization", Message: "missing or wrong bearer token"}
-	}
 	raw, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError

@@ -17,14 +17,11 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
-func post(t *testing.T, url, token, body string) (int, map[string]any) {
+func post(t *testing.T, url, body string) (int, map[string]any) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -42,19 +39,17 @@ func post(t *testing.T, url, token, body string) (int, map[string]any) {
 func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 	r := testenv.Redis(t)
 	rdb := testenv.RedisClient(t, r)
-	srv := httptest.NewServer(ingest.New(store.New(rdb, time.Hour), ingest.Options{Token: "s3cret", Registerer: prometheus.NewRegistry()}))
+	srv := httptest.NewServer(ingest.New(store.New(rdb, time.Hour), ingest.Options{Registerer: prometheus.NewRegistry()}))
 	t.Cleanup(srv.Close)
 	ctx := testenv.Context(t, time.Minute)
 
 	good := `{"id":"default/resnet-0","cpuUsage":800,"memoryUsage":512,"diskUsage":10,"averageResponseTime":40,"requestCount":20,"requestRate":2,"inFlightRequests":1}`
 	future := time.Now().Add(time.Minute).Format(time.RFC3339)
 	for name, tc := range map[string]struct {
-		body, token string
-		code        int
-		field       string
+		body  string
+		code  int
+		field string
 	}{
-		"no token":            {body: good, code: 401},
-		"wrong token":         {body: good, token: "guess", code: 401},
 		"id without slash":    {body: `{"id":"resnet-0","cpuUsage":1}`, code: 400, field: "id"},
 		"id with bad pod":     {body: `{"id":"default/Resnet_0","cpuUsage":1}`, code: 400, field: "id"},
 		"negative cpu":        {body: `{"id":"default/a","cpuUsage":-1}`, code: 400, field: "cpuUsage"},
@@ -79,11 +74,7 @@ func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 		"body over 1 MiB":     {body: `[` + strings.Repeat(good+",", ingest.MaxBody/len(good)) + good + `]`, code: 413},
 	} {
 		t.Run(name, func(t *testing.T) {
-			token := tc.token
-			if token == "" && tc.code != 401 {
-				token = "s3cret"
-			}
-			code, body := post(t, srv.URL, token, tc.body)
+			code, body := post(t, srv.URL, tc.body)
 			if code != tc.code {
 				t.Fatalf("status %d (%v), want %d", code, body, tc.code)
 			}
@@ -99,7 +90,7 @@ func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 		})
 	}
 
-	code, body := post(t, srv.URL, "s3cret", `[`+good+`,`+strings.Replace(good, "resnet-0", "resnet-1", 1)+`]`)
+	code, body := post(t, srv.URL, `[`+good+`,`+strings.Replace(good, "resnet-0", "resnet-1", 1)+`]`)
 	if code != 200 || body["stored"] != 2.0 {
 		t.Fatalf("valid batch: %d %v", code, body)
 	}
@@ -119,7 +110,7 @@ func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 	if err := r.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := post(t, srv.URL, "s3cret", good); code != 503 {
+	if code, body := post(t, srv.URL, good); code != 503 {
 		t.Fatalf("with redis stopped: %d %v", code, body)
 	}
 }
@@ -132,10 +123,10 @@ func TestIngestTrimsSamplesOlderThanTheRetention(t *testing.T) {
 	at := func(ago time.Duration) string {
 		return fmt.Sprintf(`{"id":"default/a","cpuUsage":%d,"receivedAt":%q}`, int(ago.Seconds()), time.Now().Add(-ago).Format(time.RFC3339Nano))
 	}
-	if code, body := post(t, srv.URL, "", "["+at(2*time.Minute)+","+at(90*time.Second)+"]"); code != 200 {
+	if code, body := post(t, srv.URL, "["+at(2*time.Minute)+","+at(90*time.Second)+"]"); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}
-	if code, body := post(t, srv.URL, "", at(time.Second)); code != 200 {
+	if code, body := post(t, srv.URL, at(time.Second)); code != 200 {
 		t.Fatalf("%d %v", code, body)
 	}
 	if n := rdb.ZCard(ctx, "podmetric:default/a").Val(); n != 1 {

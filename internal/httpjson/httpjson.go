@@ -3,7 +3,6 @@
 package httpjson
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,13 +83,6 @@ func WriteBadRequest(w http.ResponseWriter, err error) {
 		return
 	}
 	WriteError(w, http.StatusInternalServerError, "", err.Error())
-}
-
-// HasToken reports whether r carries `Authorization: Bearer <token>`,
-// comparing in constant time. It is the one bearer-token check of the APIs.
-func HasToken(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 // WriteUnauthorized answers 401 with the challenge a bearer-token client expects.
