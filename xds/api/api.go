@@ -6,10 +6,14 @@ package api
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -63,19 +67,22 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	})
 }
 
-func environmentParam(r *http.Request) (string, error) {
-	env := r.URL.Query().Get("environment")
-	if env == "" {
+// environmentParam is the environment named by the query, the default one
+// when none is. Given but empty is refused like any other invalid name, not
+// taken for the default.
+func environmentParam(q url.Values) (string, error) {
+	env, given := q["environment"]
+	if !given {
 		return settings.DefaultEnvironment, nil
 	}
-	if err := settings.ValidEnvironment(env); err != nil {
-		return "", &validation.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
+	if err := settings.ValidEnvironment(env[0]); err != nil {
+		return "", err
 	}
-	return env, nil
+	return env[0], nil
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	env, err := environmentParam(r)
+	env, err := environmentParam(r.URL.Query())
 	if err != nil {
 		httpjson.WriteBadRequest(w, err)
 		return
@@ -89,14 +96,15 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
-	env, err := environmentParam(r)
+	q := r.URL.Query()
+	env, err := environmentParam(q)
 	if err != nil {
 		httpjson.WriteBadRequest(w, err)
 		return
 	}
 	limit := defaultHistory
-	if raw := r.URL.Query().Get("limit"); raw != "" {
-		limit, err = strconv.Atoi(raw)
+	if raw, given := q["limit"]; given {
+		limit, err = strconv.Atoi(raw[0])
 		if err != nil || limit < 1 || limit > maxHistory {
 			httpjson.WriteError(w, http.StatusBadRequest, "limit", "limit: must be a whole number from 1 to "+strconv.Itoa(maxHistory))
 			return
@@ -118,29 +126,51 @@ func (h *Handler) status(w http.ResponseWriter, _ *http.Request) {
 	httpjson.Write(w, http.StatusOK, map[string]any{"environments": byEnv})
 }
 
-// putRequest has pointers so that a missing field is told from a zero.
+// putRequest keeps the fields raw so that a missing field is told from a
+// zero and from null, and a whole number written 100.0 is read as JSON
+// Schema's integer is.
 type putRequest struct {
-	Environment    *string `json:"environment"`
-	Policy         *string `json:"policy"`
-	MaxConnections *int    `json:"max_connections"`
-	TimeoutSeconds *int    `json:"timeout_seconds"`
+	Environment    json.RawMessage `json:"environment"`
+	Policy         *string         `json:"policy"`
+	MaxConnections json.RawMessage `json:"max_connections"`
+	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
 }
 
 func (p putRequest) settings() (settings.Settings, error) {
 	s := settings.Settings{Environment: settings.DefaultEnvironment}
 	if p.Environment != nil {
-		s.Environment = *p.Environment
+		// null is refused rather than read as "the default": a client that
+		// sends null most likely lost the name it meant.
+		if err := json.Unmarshal(p.Environment, &s.Environment); err != nil || string(p.Environment) == "null" {
+			return s, &validation.FieldError{Field: "environment", Message: "must be a string; leave it out for the environment named default"}
+		}
 	}
-	switch {
-	case p.Policy == nil:
+	if p.Policy == nil {
 		return s, &validation.FieldError{Field: "policy", Message: "is required"}
-	case p.MaxConnections == nil:
-		return s, &validation.FieldError{Field: "max_connections", Message: "is required"}
-	case p.TimeoutSeconds == nil:
-		return s, &validation.FieldError{Field: "timeout_seconds", Message: "is required"}
 	}
-	s.Policy, s.MaxConnections, s.TimeoutSeconds = settings.Policy(*p.Policy), *p.MaxConnections, *p.TimeoutSeconds
+	s.Policy = settings.Policy(*p.Policy)
+	var err error
+	if s.MaxConnections, err = wholeNumber("max_connections", p.MaxConnections); err != nil {
+		return s, err
+	}
+	if s.TimeoutSeconds, err = wholeNumber("timeout_seconds", p.TimeoutSeconds); err != nil {
+		return s, err
+	}
 	return s, s.Validate()
+}
+
+// wholeNumber reads a required JSON number without a fraction: 100, 100.0
+// and 1e2 alike, and not "100". Values past an int32 are left to the
+// settings' own bounds to refuse.
+func wholeNumber(field string, raw json.RawMessage) (int, error) {
+	if raw == nil || string(raw) == "null" {
+		return 0, &validation.FieldError{Field: field, Message: "is required"}
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f != math.Trunc(f) {
+		return 0, &validation.FieldError{Field: field, Message: "must be a whole number, not " + string(raw)}
+	}
+	return int(max(min(f, math.MaxInt32), math.MinInt32)), nil
 }
 
 // putResponse is the stored settings and, with ?wait=ack, the Envoys that
@@ -199,20 +229,28 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ackTimeout is the form ?timeout= takes: a whole number of ms, s or m
+// from 1ms to 2m (maxAckTimeout). The OpenAPI document declares the same
+// pattern, so every value it allows is accepted and no other.
+var ackTimeout = regexp.MustCompile(`^([1-9][0-9]{0,4}|1[01][0-9]{4}|120000)ms$|^([1-9][0-9]?|1[01][0-9]|120)s$|^[12]m$`)
+
 func waitParams(r *http.Request) (bool, time.Duration, error) {
 	q := r.URL.Query()
-	switch q.Get("wait") {
-	case "":
+	if raw, given := q["timeout"]; given && !ackTimeout.MatchString(raw[0]) {
+		return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a whole number of ms, s or m from 1ms to " + maxAckTimeout.String() + ", such as 20s"}
+	}
+	wait, given := q["wait"]
+	if !given {
 		return false, 0, nil
-	case "ack":
-	default:
+	}
+	if wait[0] != "ack" {
 		return false, 0, &validation.FieldError{Field: "wait", Message: "must be ack"}
 	}
 	timeout := defaultAckTimeout
 	if raw := q.Get("timeout"); raw != "" {
 		d, err := time.ParseDuration(raw)
-		if err != nil || d <= 0 || d > maxAckTimeout {
-			return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a duration such as 5s, at most " + maxAckTimeout.String()}
+		if err != nil {
+			return false, 0, fmt.Errorf("parsing timeout %q that matched its pattern: %w", raw, err)
 		}
 		timeout = d
 	}
