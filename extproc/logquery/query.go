@@ -5,12 +5,14 @@ package logquery
 import (
 	"encoding/base64"
 	"fmt"
+	"math"
 	"net/netip"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
@@ -66,6 +68,32 @@ func decodeCursor(s string) (*Cursor, error) {
 	return &Cursor{Timestamp: time.UnixMicro(micros).UTC(), ID: n}, nil
 }
 
+// Longest target_url, route and environment a filter may name, in
+// characters as the OpenAPI document counts them: longer ones match no
+// stored row (the sink cuts URLs to 2 KiB).
+const (
+	maxURLParam         = 4096
+	maxRouteParam       = 1024
+	maxEnvironmentParam = 50
+)
+
+// checkText says what is wrong with a text parameter that PostgreSQL would
+// refuse (a NUL byte, bytes that are not UTF-8) or that can match nothing,
+// or returns "".
+func checkText(v string, maxChars int) string {
+	switch {
+	case v == "":
+		return "must not be empty"
+	case !utf8.ValidString(v):
+		return "must be UTF-8 text"
+	case utf8.RuneCountInString(v) > maxChars:
+		return fmt.Sprintf("must be at most %d characters", maxChars)
+	case strings.IndexByte(v, 0) >= 0:
+		return "must not hold a NUL character"
+	}
+	return ""
+}
+
 var (
 	methodPattern = regexp.MustCompile(`^[A-Z]{1,10}$`)
 	statusClass   = regexp.MustCompile(`^([1-5])xx$`)
@@ -95,8 +123,8 @@ func Parse(v url.Values) (Query, error) {
 				q.Until = t.UTC()
 			}
 		case "target_url":
-			if value == "" {
-				return bad(name, "must not be empty")
+			if msg := checkText(value, maxURLParam); msg != "" {
+				return bad(name, "%s", msg)
 			}
 			q.TargetURL, q.TargetPrefix = strings.CutSuffix(value, "*")
 		case "status":
@@ -126,17 +154,22 @@ func Parse(v url.Values) (Query, error) {
 			}
 			q.ClientIP = p.Masked()
 		case "min_latency_ms":
-			n, err := strconv.Atoi(value)
+			// latency_ms is an int4: a larger bound is refused here, not
+			// by PostgreSQL as a failed query.
+			n, err := strconv.ParseInt(value, 10, 32)
 			if err != nil || n < 0 {
-				return bad(name, "must be a whole number of milliseconds, 0 or more")
+				return bad(name, "must be a whole number of milliseconds from 0 to %d", math.MaxInt32)
 			}
-			q.MinLatencyMS = n
+			q.MinLatencyMS = int(n)
 		case "environment":
-			if value == "" || len(value) > 50 {
-				return bad(name, "must be 1 to 50 characters")
+			if msg := checkText(value, maxEnvironmentParam); msg != "" {
+				return bad(name, "%s", msg)
 			}
 			q.Environment = value
 		case "route":
+			if msg := checkText(value, maxRouteParam); msg != "" {
+				return bad(name, "%s", msg)
+			}
 			q.Route = value
 		case "limit":
 			n, err := strconv.Atoi(value)
@@ -154,9 +187,9 @@ func Parse(v url.Values) (Query, error) {
 			return bad(name, "unknown parameter")
 		}
 	}
-	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
-		return bad("until", "must be after since")
-	}
+	// until at or before since is an empty window, answered with no rows
+	// rather than refused: the OpenAPI document cannot say that one
+	// parameter must follow another, so a client could not know to avoid it.
 	return q, nil
 }
 

@@ -12,9 +12,15 @@ import (
 
 func TestParseRefusesNamingTheParameter(t *testing.T) {
 	for query, field := range map[string]string{
-		"since=yesterday":  "since",
-		"until=2026-01-01": "until",
-		"since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z": "until",
+		"since=yesterday":           "since",
+		"until=2026-01-01":          "until",
+		"min_latency_ms=2147483648": "min_latency_ms",
+		"route=":                    "route",
+		"route=a%00b":               "route",
+		"route=%FF":                 "route",
+		"target_url=http://a/%00":   "target_url",
+		"environment=%00":           "environment",
+		"environment=" + strings.Repeat("é", 51): "environment",
 		"status=6xx":                             "status",
 		"status=600":                             "status",
 		"status=abc":                             "status",
@@ -52,6 +58,9 @@ func TestSQL(t *testing.T) {
 			"SELECT * FROM proxy_logs WHERE response_status >= $1 AND response_status < $2 AND http_method = $3 ORDER BY timestamp DESC, id DESC LIMIT $4", 4},
 		"status=0&client_ip=10.213.0.0/16&target_url=http://h/a_b*": {
 			"SELECT * FROM proxy_logs WHERE target_url LIKE $1 AND response_status = $2 AND client_ip <<= $3 ORDER BY timestamp DESC, id DESC LIMIT $4", 4},
+		// An empty window is a query that selects nothing, not an error.
+		"since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z": {
+			"SELECT * FROM proxy_logs WHERE timestamp >= $1 AND timestamp < $2 ORDER BY timestamp DESC, id DESC LIMIT $3", 3},
 		"client_ip=10.0.0.1&since=2026-01-01T00:00:00Z&cursor=" + (Cursor{Timestamp: time.Unix(5, 1000), ID: 9}).Encode(): {
 			"SELECT * FROM proxy_logs WHERE timestamp >= $1 AND client_ip = $2 AND timestamp <= $3 AND (timestamp < $3 OR id < $4) ORDER BY timestamp DESC, id DESC LIMIT $5", 5},
 	} {
