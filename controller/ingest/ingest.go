@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -171,6 +173,9 @@ func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, pref
 		}
 		return &validation.FieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON sample: " + err.Error()}
 	}
+	if field := nullField(raw); field != "" {
+		return &validation.FieldError{Field: prefix + field, Message: "must not be null; leave it out instead"}
+	}
 	if err := h.validate(s, now); err != nil {
 		err.Field = prefix + err.Field
 		return err
@@ -178,20 +183,54 @@ func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, pref
 	return nil
 }
 
+// nullField names the first field (by name) of a sample object that is
+// null, or returns "". encoding/json skips a null, which would read as 0 or
+// as "stamp it now" where the sender may have meant something else.
+func nullField(raw []byte) string {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if string(fields[name]) == "null" {
+			return name
+		}
+	}
+	return ""
+}
+
+// Largest values a sample may carry: physical bounds well past any one pod,
+// so that no sum or mean of samples overflows. The OpenAPI document declares
+// them as the fields' maximums.
+const (
+	MaxCPUMillicores    = 1_000_000        // 1,000 cores
+	MaxMemoryMiB        = 16 << 20         // 16 TiB
+	MaxDiskMiB          = 1 << 30          // 1 PiB
+	MaxResponseTimeMS   = 24 * 3600 * 1000 // a day
+	MaxRequestCount     = 1e9
+	MaxRequestRate      = 1e7 // per second
+	MaxInFlightRequests = 1e7
+)
+
 func (h *Handler) validate(s *podmetric.Sample, now time.Time) *validation.FieldError {
 	if err := validID(s.ID); err != "" {
 		return &validation.FieldError{Field: "id", Message: err}
 	}
 	for _, v := range []struct {
-		name  string
-		value float64
+		name       string
+		value, max float64
+		unit       string
 	}{
-		{"cpuUsage", s.CPUUsage}, {"memoryUsage", s.MemoryUsage}, {"diskUsage", s.DiskUsage},
-		{"averageResponseTime", s.AverageResponseTime}, {"requestCount", s.RequestCount},
-		{"requestRate", s.RequestRate}, {"inFlightRequests", s.InFlightRequests},
+		{"cpuUsage", s.CPUUsage, MaxCPUMillicores, "millicores"},
+		{"memoryUsage", s.MemoryUsage, MaxMemoryMiB, "MiB"},
+		{"diskUsage", s.DiskUsage, MaxDiskMiB, "MiB"},
+		{"averageResponseTime", s.AverageResponseTime, MaxResponseTimeMS, "ms"},
+		{"requestCount", s.RequestCount, MaxRequestCount, "requests"},
+		{"requestRate", s.RequestRate, MaxRequestRate, "requests/s"},
+		{"inFlightRequests", s.InFlightRequests, MaxInFlightRequests, "requests"},
 	} {
-		if math.IsNaN(v.value) || math.IsInf(v.value, 0) || v.value < 0 {
-			return &validation.FieldError{Field: v.name, Message: fmt.Sprintf("must be a finite number >= 0, got %v", v.value)}
+		if math.IsNaN(v.value) || v.value < 0 || v.value > v.max {
+			return &validation.FieldError{Field: v.name, Message: fmt.Sprintf("must be a number from 0 to %g %s, got %v", v.max, v.unit, v.value)}
 		}
 	}
 	switch {
