@@ -26,7 +26,6 @@ import (
 const (
 	maxBody           = 16 << 10
 	defaultAckTimeout = 10 * time.Second
-	maxAckTimeout     = 2 * time.Minute
 	defaultHistory    = 20
 	maxHistory        = 1000
 )
@@ -229,14 +228,14 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 }
 
 // ackTimeout is the form ?timeout= takes: a whole number of ms, s or m
-// from 1ms to 2m (maxAckTimeout). The OpenAPI document declares the same
+// from 1ms to 2m. The OpenAPI document declares the same
 // pattern, so every value it allows is accepted and no other.
 var ackTimeout = regexp.MustCompile(`^([1-9][0-9]{0,4}|1[01][0-9]{4}|120000)ms$|^([1-9][0-9]?|1[01][0-9]|120)s$|^[12]m$`)
 
 func waitParams(r *http.Request) (bool, time.Duration, error) {
 	q := r.URL.Query()
 	if raw, given := q["timeout"]; given && !ackTimeout.MatchString(raw[0]) {
-		return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a whole number of ms, s or m from 1ms to " + maxAckTimeout.String() + ", such as 20s"}
+		return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a whole number of ms, s or m from 1ms to 2m, such as 20s"}
 	}
 	wait, given := q["wait"]
 	if !given {
