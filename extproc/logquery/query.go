@@ -97,6 +97,9 @@ func checkText(v string, maxChars int) string {
 var (
 	methodPattern = regexp.MustCompile(`^[A-Z]{1,10}$`)
 	statusClass   = regexp.MustCompile(`^([1-5])xx$`)
+	// statusCode is 0 to 599 written without a sign or leading zeros, as
+	// the OpenAPI document's pattern has it.
+	statusCode = regexp.MustCompile(`^(0|[1-9][0-9]?|[1-5][0-9]{2})$`)
 )
 
 // Parse validates the query string of GET /proxy/logs. Errors are
@@ -133,10 +136,10 @@ func Parse(v url.Values) (Query, error) {
 				q.StatusMin, q.StatusMax = c, c+100
 				break
 			}
-			code, err := strconv.Atoi(value)
-			if err != nil || code < 0 || code > 599 {
+			if !statusCode.MatchString(value) {
 				return bad(name, "must be a status code (0 for none) or a class like 5xx")
 			}
+			code, _ := strconv.Atoi(value)
 			q.StatusMin, q.StatusMax = code, code+1
 		case "method":
 			if !methodPattern.MatchString(value) {

@@ -1,12 +1,15 @@
 package logquery
 
 import (
+	"encoding/json"
 	"errors"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/internal/openapi"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
@@ -24,6 +27,8 @@ func TestParseRefusesNamingTheParameter(t *testing.T) {
 		"status=6xx":                             "status",
 		"status=600":                             "status",
 		"status=abc":                             "status",
+		"status=007":                             "status",
+		"status=+5":                              "status",
 		"method=get":                             "method",
 		"client_ip=10.0.0.300":                   "client_ip",
 		"min_latency_ms=-1":                      "min_latency_ms",
@@ -91,5 +96,39 @@ func TestCursorRoundTrip(t *testing.T) {
 	got, err := decodeCursor(c.Encode())
 	if err != nil || *got != c {
 		t.Fatalf("round trip: %+v %v, want %+v", got, err, c)
+	}
+}
+
+// TestStatusIsWhatTheDocumentSays accepts exactly the status filters that
+// the OpenAPI document's pattern allows.
+func TestStatusIsWhatTheDocumentSays(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Parameters []struct {
+				Name   string `json:"name"`
+				Schema struct {
+					Pattern string `json:"pattern"`
+				} `json:"schema"`
+			} `json:"parameters"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openapi.Serve(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var pattern *regexp.Regexp
+	for _, p := range doc.Paths["/proxy/logs"]["get"].Parameters {
+		if p.Name == "status" {
+			pattern = regexp.MustCompile(p.Schema.Pattern)
+		}
+	}
+	if pattern == nil {
+		t.Fatal("the document declares no pattern for status")
+	}
+	for _, v := range []string{"0", "1", "9", "10", "99", "100", "404", "599", "600", "999", "1000", "00", "007", "+5", "-1",
+		"1xx", "5xx", "0xx", "6xx", "5XX", "xx", ""} {
+		_, err := Parse(url.Values{"status": {v}})
+		if accepted := err == nil; accepted != pattern.MatchString(v) {
+			t.Errorf("status=%q: accepted %v (%v), the document's pattern says %v", v, accepted, err, !accepted)
+		}
 	}
 }
