@@ -149,9 +149,11 @@ func Parse(v url.Values) (Query, error) {
 		case "client_ip":
 			p, err := netip.ParsePrefix(value)
 			if err != nil {
+				// A zone (fe80::1%eth0) would be dropped silently: no stored
+				// client address has one.
 				a, aerr := netip.ParseAddr(value)
-				if aerr != nil {
-					return bad(name, "must be an IP address or a CIDR block")
+				if aerr != nil || a.Zone() != "" {
+					return bad(name, "must be an IP address without a zone, or a CIDR block")
 				}
 				p = netip.PrefixFrom(a, a.BitLen())
 			}

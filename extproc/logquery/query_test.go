@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ func TestParseRefusesNamingTheParameter(t *testing.T) {
 		"status=+5":                              "status",
 		"method=get":                             "method",
 		"client_ip=10.0.0.300":                   "client_ip",
+		"client_ip=fe80::1%25eth0":               "client_ip",
 		"min_latency_ms=-1":                      "min_latency_ms",
 		"limit=0":                                "limit",
 		"limit=1001":                             "limit",
@@ -99,36 +101,65 @@ func TestCursorRoundTrip(t *testing.T) {
 	}
 }
 
-// TestStatusIsWhatTheDocumentSays accepts exactly the status filters that
-// the OpenAPI document's pattern allows.
-func TestStatusIsWhatTheDocumentSays(t *testing.T) {
+// documentPatterns returns the patterns that the OpenAPI document gives the
+// /proxy/logs parameter name, its own and those of its anyOf branches.
+func documentPatterns(t *testing.T, name string) []*regexp.Regexp {
+	t.Helper()
+	type schema struct {
+		Pattern string   `json:"pattern"`
+		AnyOf   []schema `json:"anyOf"`
+	}
 	var doc struct {
 		Paths map[string]map[string]struct {
 			Parameters []struct {
 				Name   string `json:"name"`
-				Schema struct {
-					Pattern string `json:"pattern"`
-				} `json:"schema"`
+				Schema schema `json:"schema"`
 			} `json:"parameters"`
 		} `json:"paths"`
 	}
 	if err := json.Unmarshal(openapi.Serve(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	var pattern *regexp.Regexp
+	var out []*regexp.Regexp
 	for _, p := range doc.Paths["/proxy/logs"]["get"].Parameters {
-		if p.Name == "status" {
-			pattern = regexp.MustCompile(p.Schema.Pattern)
+		if p.Name != name {
+			continue
+		}
+		for _, s := range append([]schema{p.Schema}, p.Schema.AnyOf...) {
+			if s.Pattern != "" {
+				out = append(out, regexp.MustCompile(s.Pattern))
+			}
 		}
 	}
-	if pattern == nil {
-		t.Fatal("the document declares no pattern for status")
+	if len(out) == 0 {
+		t.Fatalf("the document declares no pattern for %s", name)
 	}
+	return out
+}
+
+// TestStatusIsWhatTheDocumentSays accepts exactly the status filters that
+// the OpenAPI document's pattern allows.
+func TestStatusIsWhatTheDocumentSays(t *testing.T) {
+	pattern := documentPatterns(t, "status")[0]
 	for _, v := range []string{"0", "1", "9", "10", "99", "100", "404", "599", "600", "999", "1000", "00", "007", "+5", "-1",
 		"1xx", "5xx", "0xx", "6xx", "5XX", "xx", ""} {
 		_, err := Parse(url.Values{"status": {v}})
 		if accepted := err == nil; accepted != pattern.MatchString(v) {
 			t.Errorf("status=%q: accepted %v (%v), the document's pattern says %v", v, accepted, err, !accepted)
+		}
+	}
+}
+
+// TestClientIPBlocksAreWhatTheDocumentSays accepts the CIDR blocks that the
+// document's patterns allow and refuses what is not an address either.
+func TestClientIPBlocksAreWhatTheDocumentSays(t *testing.T) {
+	patterns := documentPatterns(t, "client_ip")
+	for _, v := range []string{"10.0.0.0/8", "0.0.0.0/0", "255.255.255.255/32", "10.0.0.0/33", "10.0.0.0/08", "010.0.0.0/8",
+		"10.0.0/8", "2001:db8::/32", "::/0", "1:2:3:4:5:6:7:8/128", "1:2:3:4:5:6:7::/64", "::1/129", "2001:db8::/032",
+		"fe80::1%eth0/64", "2001:db8:::/32", "g::/8", "/8", "10.0.0.0/"} {
+		matched := slices.ContainsFunc(patterns, func(p *regexp.Regexp) bool { return p.MatchString(v) })
+		if _, err := Parse(url.Values{"client_ip": {v}}); (err == nil) != matched {
+			t.Errorf("client_ip=%q: accepted %v (%v), the document's patterns say %v", v, err == nil, err, matched)
 		}
 	}
 }
