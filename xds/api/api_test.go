@@ -253,6 +253,13 @@ func TestBadRequestsNameTheFieldAndChangeNothing(t *testing.T) {
 		"wait not ack":         {"PUT", "/loadbalancer/settings?wait=yes", `{` + valid + `}`, "wait"},
 		"timeout not duration": {"PUT", "/loadbalancer/settings?wait=ack&timeout=soon", `{` + valid + `}`, "timeout"},
 		"timeout too long":     {"PUT", "/loadbalancer/settings?wait=ack&timeout=3m", `{` + valid + `}`, "timeout"},
+		"environment empty":    {"GET", "/loadbalancer/settings?environment=", "", "environment"},
+		"history env empty":    {"GET", "/loadbalancer/settings/history?environment=", "", "environment"},
+		"limit empty":          {"GET", "/loadbalancer/settings/history?limit=", "", "limit"},
+		"wait empty":           {"PUT", "/loadbalancer/settings?wait=", `{` + valid + `}`, "wait"},
+		"timeout two units":    {"PUT", "/loadbalancer/settings?wait=ack&timeout=1m30s", `{` + valid + `}`, "timeout"},
+		"environment null":     {"PUT", "/loadbalancer/settings", `{"environment":null,` + valid + `}`, "environment"},
+		"max_connections null": {"PUT", "/loadbalancer/settings", `{"policy":"random","max_connections":null,"timeout_seconds":7}`, "max_connections"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			h := start(t)
