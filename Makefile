@@ -9,7 +9,7 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen
 
 export NEMESIS_TOOLS_BIN := $(TOOLS)
 
-.PHONY: all tools build generate check-generated lint test run bench clean
+.PHONY: all tools build generate check-generated lint test fuzz run bench clean
 
 all: build
 
@@ -53,6 +53,12 @@ test: check-generated lint
 	@# Alone: its tests check that a child burning one core reads as one core,
 	@# which only holds while no other test package competes for the CPU.
 	$(GO) test -race -count=1 -timeout 5m ./sidecar/meter
+	@# Every fuzz target briefly; their seed corpora already ran above.
+	FUZZTIME=5s bash hack/fuzz.sh
+
+## fuzz: run every Go fuzz target for FUZZTIME each (default 2m).
+fuzz:
+	FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
 
 ## run: start the whole stack on this machine and print where it listens.
 run: tools build

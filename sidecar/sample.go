@@ -21,12 +21,19 @@ type sampler struct {
 	add   func(podmetric.Sample)
 	log   *slog.Logger
 
-	last    time.Time
-	failing bool
+	last        time.Time
+	failing     bool
+	diskFailing bool
 
 	cpu, memory, disk prometheus.Gauge
-	meterErrors       prometheus.Counter
+	meterErrors       *prometheus.CounterVec
 }
+
+// Kinds of meter errors.
+const (
+	meterErrorSource = "cpu_memory" // no sample that interval
+	meterErrorDisk   = "disk"       // a path left out of diskUsage
+)
 
 func newSampler(id string, px *proxy.Proxy, m *meter.Meter, add func(podmetric.Sample), log *slog.Logger, reg prometheus.Registerer) *sampler {
 	s := &sampler{
@@ -43,11 +50,13 @@ func newSampler(id string, px *proxy.Proxy, m *meter.Meter, add func(podmetric.S
 			Name: "nemesis_sidecar_pod_disk_mib",
 			Help: "Disk space used under the metered paths, in MiB.",
 		}),
-		meterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		meterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nemesis_sidecar_meter_errors_total",
-			Help: "Intervals without a sample because metering the pod failed.",
-		}),
+			Help: "Metering failures by kind: cpu_memory (the interval had no sample), disk (a path or folder left out of diskUsage).",
+		}, []string{"kind"}),
 	}
+	s.meterErrors.WithLabelValues(meterErrorSource)
+	s.meterErrors.WithLabelValues(meterErrorDisk)
 	reg.MustRegister(s.cpu, s.memory, s.disk, s.meterErrors)
 	return s
 }
@@ -73,7 +82,7 @@ func (s *sampler) take(now time.Time) {
 	if err != nil {
 		// No sample beats a sample of zeros that could scale the model
 		// down; the requests roll into the next interval's sample.
-		s.meterErrors.Inc()
+		s.meterErrors.WithLabelValues(meterErrorSource).Inc()
 		if !s.failing {
 			s.log.Warn("metering the pod failed, skipping samples until it works", "pod", s.id, "err", err)
 			s.failing = true
@@ -84,6 +93,7 @@ func (s *sampler) take(now time.Time) {
 		s.log.Info("metering the pod works again", "pod", s.id)
 		s.failing = false
 	}
+	s.noteDisk(r.DiskSkipped)
 	w := s.proxy.Take()
 	elapsed := now.Sub(s.last)
 	s.last = now
@@ -106,4 +116,18 @@ func (s *sampler) take(now time.Time) {
 	s.memory.Set(r.MemoryMiB)
 	s.disk.Set(r.DiskMiB)
 	s.add(sample)
+}
+
+// noteDisk counts the disk paths a reading left out and logs the first
+// time, naming one; the sample is sent all the same.
+func (s *sampler) noteDisk(skipped []error) {
+	if len(skipped) == 0 {
+		return
+	}
+	s.meterErrors.WithLabelValues(meterErrorDisk).Add(float64(len(skipped)))
+	if !s.diskFailing {
+		s.log.Warn("disk usage leaves out what it cannot read; samples are still sent",
+			"pod", s.id, "skipped", len(skipped), "first", skipped[0])
+		s.diskFailing = true
+	}
 }

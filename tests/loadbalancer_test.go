@@ -198,6 +198,11 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"malformed JSON":         {`{"policy":`, ""},
 		"oversized body":         {`{"policy":"` + strings.Repeat("x", 20000) + `"}`, ""},
 		"empty body":             {``, ""},
+		"trailing brace":         {valid("policy", `"least_connections"`) + `}`, ""},
+		"trailing garbage":       {valid("policy", `"least_connections"`) + `]garbage`, ""},
+		"duplicate key":          {`{"policy":"random","policy":"least_connections","max_connections":1,"timeout_seconds":1}`, "policy"},
+		"case-mismatched keys": {fmt.Sprintf(`{"environment":%q,"POLICY":"random","Policy":"least_connections","max_connections":1,"timeout_seconds":1}`, s.env),
+			"POLICY"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code, body := s.request(http.MethodPut, "/loadbalancer/settings", tc.body, token)
@@ -234,6 +239,32 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 				t.Fatalf("error %+v, want it to name %q", got, field)
 			}
 		})
+	}
+	for query, field := range map[string]string{
+		"?wait=ack&timeout=%%%": "timeout",
+		"?wait=ack;timeout=5s":  "wait",
+		"?wait=ack&wait=ack":    "wait",
+		"?wait=ack&colour=blue": "colour",
+	} {
+		t.Run("query "+query, func(t *testing.T) {
+			code, body := s.request(http.MethodPut, "/loadbalancer/settings"+query, valid("policy", `"least_connections"`), token)
+			if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
+				t.Fatalf("got %d %s, want 400 naming %s", code, body, field)
+			}
+		})
+	}
+	for query, field := range map[string]string{
+		"/loadbalancer/settings?environment=%%%":         "environment",
+		"/loadbalancer/settings/history?limit=1&limit=2": "limit",
+		"/loadbalancer/settings?env=prod":                "env",
+	} {
+		code, body := s.request(http.MethodGet, query, "", "")
+		if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
+			t.Errorf("GET %s: %d %s, want 400 naming %s", query, code, body, field)
+		}
+	}
+	if got := s.metric("nemesis_settings_requests_refused_total"); got < 20 {
+		t.Errorf("nemesis_settings_requests_refused_total = %v after more than 20 refusals", got)
 	}
 	t.Run("missing token", func(t *testing.T) {
 		code, body := s.request(http.MethodPut, "/loadbalancer/settings", valid("policy", `"round_robin"`), "")

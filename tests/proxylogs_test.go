@@ -306,6 +306,7 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 		for query, field := range map[string]string{
 			"status=6xx": "status", "since=yesterday": "since", "limit=5000": "limit",
 			"client_ip=nope": "client_ip", "cursor=zzz": "cursor", "sort=asc": "sort",
+			"cursor=%%%": "cursor", "min_latency_ms=3000000000": "min_latency_ms", "route=a%00": "route",
 		} {
 			code, body := s.request(http.MethodGet, "/proxy/logs?"+query, "", "")
 			if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {

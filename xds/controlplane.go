@@ -127,13 +127,24 @@ func (c *ControlPlane) SettingsChanged(ctx context.Context, environment string) 
 		}
 		fresh = map[string]settings.Settings{environment: s}
 	}
+	return c.applySettings(ctx, fresh)
+}
+
+// applySettings keeps the settings newer than those held and rebuilds their
+// environments. Settings read before a newer version was applied (two PUTs
+// racing, each applying what it read) are older and ignored: a snapshot
+// never replaces a newer one.
+func (c *ControlPlane) applySettings(ctx context.Context, fresh map[string]settings.Settings) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var changed []string
 	for env, s := range fresh {
-		if old, ok := c.settings[env]; !ok || old.Version != s.Version {
+		if old, ok := c.settings[env]; !ok || old.Version < s.Version {
 			c.settings[env] = s
 			changed = append(changed, env)
+		} else if old.Version > s.Version {
+			c.log.Debug("ignored settings older than those published", "environment", env,
+				"version", s.Version, "published", old.Version)
 		}
 	}
 	return c.rebuildLocked(ctx, changed)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
@@ -30,7 +32,11 @@ func BenchmarkQuery(b *testing.B) {
 	_, dbURL := testenv.Database(b)
 	fill(b, dbURL)
 	pool := openPool(b, dbURL)
-	srv := httptest.NewServer(logquery.New(pool, slog.New(slog.DiscardHandler)))
+	h, err := logquery.New(pool, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
 	b.Cleanup(srv.Close)
 	now := time.Now().UTC()
 	span := time.Duration(tableRows) * spacing

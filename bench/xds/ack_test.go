@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
@@ -62,7 +64,11 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	}
 	go func() { _ = cp.Server.Serve(ctx, xdsListener) }()
 	mux := http.NewServeMux()
-	api.New(log, store, cp).Register(mux, "")
+	h, err := api.New(log, store, cp, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.Register(mux, "")
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 

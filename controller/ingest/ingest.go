@@ -84,6 +84,19 @@ func New(store Appender, opts Options) *Handler {
 	return h
 }
 
+// Largest values a sample may carry: physical bounds well past any one pod,
+// so that no sum or mean of samples overflows and every value can be
+// written into a CustomAutoscaler's status.
+const (
+	MaxCPUMillicores    = 1_000_000        // 1,000 cores
+	MaxMemoryMiB        = 16 << 20         // 16 TiB
+	MaxDiskMiB          = 1 << 30          // 1 PiB
+	MaxResponseTimeMS   = 24 * 3600 * 1000 // a day
+	MaxRequestCount     = 1e9
+	MaxRequestRate      = 1e7 // per second
+	MaxInFlightRequests = 1e7
+)
+
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	code, stored, err := h.serve(r)
 	h.requests.WithLabelValues(strconv.Itoa(code)).Inc()
@@ -114,6 +127,7 @@ func (h *Handler) serve(r *http.Request) (int, int, *validation.FieldError) {
 	}
 	samples, err := h.decode(raw)
 	if err != nil {
+		h.log.Info("refused samples", "remote", r.RemoteAddr, "body", string(raw[:min(len(raw), 512)]), "err", err)
 		var fe *validation.FieldError
 		if errors.As(err, &fe) {
 			return http.StatusBadRequest, 0, fe
@@ -133,6 +147,15 @@ func (h *Handler) serve(r *http.Request) (int, int, *validation.FieldError) {
 func (h *Handler) decode(raw []byte) ([]podmetric.Sample, error) {
 	raw = bytes.TrimSpace(raw)
 	now := h.now()
+	var shape any = &podmetric.Sample{}
+	if len(raw) > 0 && raw[0] == '[' {
+		shape = &[]podmetric.Sample{}
+	}
+	// Trailing data, duplicate keys and keys that match a field only
+	// case-insensitively are refused before encoding/json, which allows them.
+	if err := httpjson.Check(raw, shape); err != nil {
+		return nil, err
+	}
 	if len(raw) > 0 && raw[0] == '[' {
 		var items []json.RawMessage
 		if err := json.Unmarshal(raw, &items); err != nil {
@@ -198,19 +221,6 @@ func nullField(raw []byte) string {
 	}
 	return ""
 }
-
-// Largest values a sample may carry: physical bounds well past any one pod,
-// so that no sum or mean of samples overflows. The OpenAPI document declares
-// them as the fields' maximums.
-const (
-	MaxCPUMillicores    = 1_000_000        // 1,000 cores
-	MaxMemoryMiB        = 16 << 20         // 16 TiB
-	MaxDiskMiB          = 1 << 30          // 1 PiB
-	MaxResponseTimeMS   = 24 * 3600 * 1000 // a day
-	MaxRequestCount     = 1e9
-	MaxRequestRate      = 1e7 // per second
-	MaxInFlightRequests = 1e7
-)
 
 func (h *Handler) validate(s *podmetric.Sample, now time.Time) *validation.FieldError {
 	if err := validID(s.ID); err != "" {

@@ -1,6 +1,11 @@
 package reconciler
 
 import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -13,7 +18,32 @@ const (
 	CondScalingActive    = "ScalingActive"
 	CondAbleToScale      = "AbleToScale"
 	CondMetricsAvailable = "MetricsAvailable"
+	// CondValuesRecorded is False while a decision's value is not a finite
+	// number: JSON cannot carry it, so it is left out of the status rather
+	// than failing the write, and named here. Absent otherwise.
+	CondValuesRecorded = "ValuesRecorded"
 )
+
+// recordable returns the values a status can carry, and sets or clears
+// CondValuesRecorded for those it cannot.
+func recordable(s *v1alpha1.CustomAutoscalerStatus, generation int64, values map[string]float64) map[string]float64 {
+	var dropped []string
+	kept := make(map[string]float64, len(values))
+	for name, v := range values {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			dropped = append(dropped, fmt.Sprintf("%s=%v", name, v))
+			continue
+		}
+		kept[name] = v
+	}
+	if len(dropped) == 0 {
+		meta.RemoveStatusCondition(&s.Conditions, CondValuesRecorded)
+		return kept
+	}
+	slices.Sort(dropped)
+	set(s, generation, CondValuesRecorded, false, "NotFinite", "left out of lastDecision: "+strings.Join(dropped, ", "))
+	return kept
+}
 
 func set(s *v1alpha1.CustomAutoscalerStatus, generation int64, typ string, ok bool, reason, msg string) {
 	status := metav1.ConditionFalse

@@ -115,7 +115,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return r.writeStatus(ctx, ca, status, result)
 	}
 	status.LastDecision = &v1alpha1.Decision{
-		Time: metav1.NewTime(now), Rule: d.Rule, Action: d.Action, Values: d.Values,
+		Time: metav1.NewTime(now), Rule: d.Rule, Action: d.Action, Values: recordable(status, ca.Generation, d.Values),
 		FromReplicas: d.From, ToReplicas: d.To, Reason: d.Reason, DryRun: ca.Spec.DryRun,
 		TargetResourceVersion: obs.scale.ResourceVersion,
 	}

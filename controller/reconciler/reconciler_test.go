@@ -16,6 +16,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/ingest"
 	"github.com/nemesis-ml/nemesis/controller/store"
 )
 
@@ -373,4 +374,22 @@ func TestLocalActivationWakesWithoutTheAnnotation(t *testing.T) {
 // but not its time.
 func scaledSince(ca *v1alpha1.CustomAutoscaler, t time.Time) bool {
 	return ca.Status.LastScaleTime != nil && !ca.Status.LastScaleTime.Time.Before(t)
+}
+
+func TestSamplesAtTheRangeLimitsFromManyPodsKeepDecidingAndStatusWritten(t *testing.T) {
+	h := newHarness(t, 1, 20)
+	h.autoscaler(1, 3, 0, 2, cpuHigh, cpuLow)
+	h.start()
+	// The largest CPU ingest accepts, from twenty pods every 100 ms: means
+	// stay finite however many samples the window holds.
+	stop := h.pushing(ingest.MaxCPUMillicores, ingest.MaxRequestRate)
+	h.eventually(20*time.Second, "replicas reach maxReplicas 3", func() bool { return h.replicas() == 3 })
+	h.eventually(10*time.Second, "the status records the samples' values at maxReplicas", func() bool {
+		st := h.get().Status
+		return st.DesiredReplicas == 3 && st.LastDecision != nil && st.LastDecision.Values["CPU_USAGE"] == ingest.MaxCPUMillicores
+	})
+	stop()
+	stop = h.pushing(100, 5)
+	defer stop()
+	h.eventually(30*time.Second, "replicas come down after the huge samples", func() bool { return h.replicas() < 3 })
 }

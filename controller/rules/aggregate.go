@@ -66,11 +66,14 @@ func Window(now time.Time, windowSeconds int32, lastScale time.Time) time.Time {
 // is a key, with no samples when it has not reported) taken after start.
 // Samples stamped slightly ahead of the controller's clock count: ingest
 // already refused those too far in the future.
+//
+// Means are running means, never sums: any finite samples give finite
+// aggregates, whatever their size or number.
 func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggregate {
 	agg := Aggregate{Values: map[v1alpha1.MetricType]float64{}, ReadyPods: len(byPod)}
-	sums := make([]float64, len(Metrics))
+	means := make([]float64, len(Metrics))
 	for _, samples := range byPod {
-		podSums := make([]float64, len(Metrics))
+		podMeans := make([]float64, len(Metrics))
 		n := 0
 		for _, s := range samples {
 			if !s.ReceivedAt.After(start) {
@@ -78,7 +81,7 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 			}
 			n++
 			for i, m := range Metrics {
-				podSums[i] += Value(s, m)
+				podMeans[i] += (Value(s, m) - podMeans[i]) / float64(n)
 			}
 		}
 		if n == 0 {
@@ -86,14 +89,14 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 		}
 		agg.ReportingPods++
 		for i := range Metrics {
-			sums[i] += podSums[i] / float64(n)
+			means[i] += (podMeans[i] - means[i]) / float64(agg.ReportingPods)
 		}
 	}
 	if agg.ReportingPods == 0 {
 		return agg
 	}
 	for i, m := range Metrics {
-		agg.Values[m] = sums[i] / float64(agg.ReportingPods)
+		agg.Values[m] = means[i]
 	}
 	return agg
 }

@@ -2,12 +2,14 @@ package logquery
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 )
@@ -40,35 +42,57 @@ func (l *Log) fields() []any {
 		&l.Environment, &l.Route, &l.UpstreamHost, &l.ResponseFlags, &l.RequestID, &l.BytesReceived, &l.BytesSent}
 }
 
-// Handler answers GET /proxy/logs from pool.
+// Timeout bounds one query, waiting for a connection included; the query
+// pool's statement_timeout bounds it in PostgreSQL as well.
+const Timeout = 10 * time.Second
+
+// Handler answers GET /proxy/logs from pool, which should be its own: a
+// burst of slow queries then waits for that pool's connections, not for
+// those of the log writers or of /readyz.
 type Handler struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	answers *prometheus.CounterVec
 }
 
-// New returns the handler.
-func New(pool *pgxpool.Pool, log *slog.Logger) *Handler {
-	return &Handler{pool: pool, log: log}
+// New returns the handler, its counter registered in reg.
+func New(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	h := &Handler{pool: pool, log: log, answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nemesis_proxy_logs_queries_total", Help: "GET /proxy/logs answers by status code.",
+	}, []string{"code"})}
+	if err := reg.Register(h.answers); err != nil {
+		return nil, fmt.Errorf("registering proxy log query counter: %w", err)
+	}
+	return h, nil
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	q, err := Parse(r.URL.Query())
+	var q Query
+	values, err := httpjson.Query(r)
+	if err == nil {
+		q, err = Parse(values)
+	}
 	if err != nil {
+		h.log.Info("refused a proxy log query", "query", r.URL.RawQuery, "err", err)
+		h.answers.WithLabelValues("400").Inc()
 		httpjson.WriteBadRequest(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), Timeout)
 	defer cancel()
 	logs, err := h.page(ctx, q)
 	if err != nil {
 		h.log.Error("querying proxy logs", "query", r.URL.RawQuery, "err", err)
-		httpjson.WriteError(w, http.StatusServiceUnavailable, "", "database unavailable")
+		h.answers.WithLabelValues("503").Inc()
+		w.Header().Set("Retry-After", "1")
+		httpjson.WriteError(w, http.StatusServiceUnavailable, "", "proxy log query failed or timed out; try a narrower one: "+err.Error())
 		return
 	}
+	h.answers.WithLabelValues("200").Inc()
 	if len(logs) > q.Limit {
 		logs = logs[:q.Limit]
 		last := logs[len(logs)-1]
-		next := r.URL.Query()
+		next := values
 		next.Set("cursor", Cursor{Timestamp: last.Timestamp, ID: last.ID}.Encode())
 		w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
 	}

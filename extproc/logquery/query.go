@@ -65,7 +65,11 @@ func decodeCursor(s string) (*Cursor, error) {
 	if err1 != nil || err2 != nil {
 		return nil, fmt.Errorf("not numbers")
 	}
-	return &Cursor{Timestamp: time.UnixMicro(micros).UTC(), ID: n}, nil
+	t := time.UnixMicro(micros).UTC()
+	if n < 1 || t.Year() < 1 || t.Year() > 9999 {
+		return nil, fmt.Errorf("out of range")
+	}
+	return &Cursor{Timestamp: t, ID: n}, nil
 }
 
 // Longest target_url, route and environment a filter may name, in

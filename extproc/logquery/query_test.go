@@ -42,6 +42,9 @@ func TestParseRefusesNamingTheParameter(t *testing.T) {
 		"target_url=":                            "target_url",
 		"colour=blue":                            "colour",
 		"method=GET&method=POST":                 "method",
+		"min_latency_ms=3000000000":              "min_latency_ms",
+		"cursor=" + (Cursor{Timestamp: time.Unix(5, 0), ID: 0}).Encode():                              "cursor",
+		"cursor=" + (Cursor{Timestamp: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), ID: 1}).Encode(): "cursor",
 	} {
 		v, err := url.ParseQuery(query)
 		if err != nil {

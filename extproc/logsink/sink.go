@@ -1,8 +1,14 @@
 // Package logsink writes proxy_logs rows to PostgreSQL in COPY batches. Rows
-// wait in a bounded memory queue, then in files of a local spill folder,
-// while PostgreSQL is unreachable, and are written once it is back. Every
-// batch carries an id committed with its rows, so a batch retried after an
-// unknown outcome (the connection died during COMMIT) is written once.
+// wait in a memory queue bounded in rows and bytes, then in files of a local
+// spill folder, while PostgreSQL is unreachable, and are written once it is
+// back. Every batch carries an id committed with its rows, so a batch
+// retried after an unknown outcome (the connection died during COMMIT) is
+// written once.
+//
+// Bad rows never hold up good ones: rows that fail the checks of Row.Check
+// and rows PostgreSQL refuses (found by halving the batch under savepoints)
+// go to proxy_logs_rejected in the same transaction as the rest of their
+// batch, and are counted by reason.
 package logsink
 
 import (
@@ -15,7 +21,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -27,14 +32,18 @@ type Config struct {
 	BatchSize int
 	// FlushInterval is the longest a row waits for its batch to fill.
 	FlushInterval time.Duration
-	// MemoryRows is how many rows may wait in memory; beyond it batches go
-	// to SpillDir.
-	MemoryRows int
+	// MemoryRows and MemoryBytes bound the rows waiting in memory (Row.size
+	// estimates a row's bytes); beyond either, batches go to SpillDir.
+	MemoryRows  int
+	MemoryBytes int64
 	// SpillDir holds batches that did not fit in memory, and those left at
 	// shutdown; they are written when the sink next runs.
 	SpillDir string
-	// SpillMaxBytes bounds SpillDir; rows beyond it are dropped and counted.
+	// SpillMaxBytes bounds SpillDir, counting batches and the leftovers
+	// (.bad, .tmp) of earlier runs; rows beyond it are dropped and counted.
 	SpillMaxBytes int64
+	// LeftoverMaxAge is how long .bad and .tmp files stay in SpillDir.
+	LeftoverMaxAge time.Duration
 	// Writers is how many batches are written at once, each on its own
 	// connection: PostgreSQL spends most of a COPY maintaining indexes, on
 	// one core per connection.
@@ -43,7 +52,10 @@ type Config struct {
 
 // DefaultConfig suits one Envoy fleet of moderate traffic.
 func DefaultConfig() Config {
-	return Config{BatchSize: 5000, FlushInterval: time.Second, MemoryRows: 200_000, SpillMaxBytes: 1 << 30, Writers: 2}
+	return Config{
+		BatchSize: 5000, FlushInterval: time.Second, MemoryRows: 200_000, MemoryBytes: 128 << 20,
+		SpillMaxBytes: 1 << 30, LeftoverMaxAge: 7 * 24 * time.Hour, Writers: 2,
+	}
 }
 
 func (c Config) validate() error {
@@ -54,6 +66,10 @@ func (c Config) validate() error {
 		return errors.New("flush interval must be positive")
 	case c.MemoryRows < c.BatchSize:
 		return errors.New("memory rows must be at least the batch size")
+	case c.MemoryBytes < 1<<20:
+		return errors.New("memory bytes must be at least 1 MiB")
+	case c.LeftoverMaxAge <= 0:
+		return errors.New("leftover age must be positive")
 	case c.SpillDir == "":
 		return errors.New("spill folder must be set")
 	case c.Writers < 1:
@@ -65,15 +81,23 @@ func (c Config) validate() error {
 // Stats are the sink's row counts since it started.
 type Stats struct {
 	Written, Spilled, Dropped int64
+	// Rejected rows went to proxy_logs_rejected (or are on their way);
+	// Truncated rows had their URL cut to MaxURLBytes.
+	Rejected, Truncated int64
 	// Pending rows are accepted and not yet written: open, in memory or
 	// spilled.
 	Pending int64
 }
 
 type batch struct {
-	ID   uuid.UUID `json:"id"`
-	Rows []Row     `json:"rows"`
+	ID       uuid.UUID  `json:"id"`
+	Rows     []Row      `json:"rows"`
+	Rejected []Rejected `json:"rejected,omitempty"`
+	bytes    int64
 }
+
+// count is how many rows the batch holds, good or rejected.
+func (b *batch) count() int { return len(b.Rows) + len(b.Rejected) }
 
 // Sink batches rows into proxy_logs.
 type Sink struct {
@@ -82,15 +106,24 @@ type Sink struct {
 	log   *slog.Logger
 	spill *spill
 
-	written, spilled, dropped, writeErrors atomic.Int64
+	written, spilled, dropped, writeErrors, truncated atomic.Int64
+	rejected                                          *prometheus.CounterVec
+	rejectedTotal                                     atomic.Int64
 
-	mu         sync.Mutex
-	open       []Row
-	memory     []*batch
-	memoryRows int
-	closed     bool // Run returned: new rows go straight to disk
-	lastDrop   time.Time
-	wake       chan struct{}
+	mu           sync.Mutex
+	open         []Row
+	openRejected []Rejected
+	openBytes    int64
+	memory       []*batch
+	memoryRows   int
+	memoryBytes  int64
+	closed       bool // Run returned: new rows go straight to disk
+	lastDrop     time.Time
+	wake         chan struct{}
+
+	logMu      sync.Mutex
+	lastLog    map[string]time.Time // reason -> last rejection logged
+	suppressed map[string]int       // reason -> rejections not logged since
 }
 
 // New returns a sink writing through pool, with the batches a previous run
@@ -99,14 +132,27 @@ func New(pool *pgxpool.Pool, cfg Config, reg prometheus.Registerer, log *slog.Lo
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("proxy log sink: %w", err)
 	}
-	sp, err := openSpill(cfg.SpillDir, cfg.SpillMaxBytes)
+	sp, err := openSpill(cfg.SpillDir, cfg.SpillMaxBytes, cfg.LeftoverMaxAge, log)
 	if err != nil {
 		return nil, err
 	}
 	if n := sp.rows(); n > 0 {
 		log.Info("proxy log rows from an earlier run wait in the spill folder", "rows", n, "dir", cfg.SpillDir)
 	}
-	s := &Sink{pool: pool, cfg: cfg, log: log, spill: sp, wake: make(chan struct{}, 1)}
+	s := &Sink{
+		pool: pool, cfg: cfg, log: log, spill: sp, wake: make(chan struct{}, 1),
+		lastLog: map[string]time.Time{}, suppressed: map[string]int{},
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nemesis_proxy_logs_rows_rejected_total",
+			Help: "Proxy log rows not written to proxy_logs but to proxy_logs_rejected, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{ReasonEnvironment, ReasonMethod, ReasonStatus, ReasonText, ReasonTimestamp, ReasonNumber, ReasonClientIP, ReasonDatabase} {
+		s.rejected.WithLabelValues(r)
+	}
+	if err := reg.Register(s.rejected); err != nil {
+		return nil, fmt.Errorf("registering rejected counter: %w", err)
+	}
 	for _, c := range []struct {
 		name, help string
 		v          *atomic.Int64
@@ -115,6 +161,7 @@ func New(pool *pgxpool.Pool, cfg Config, reg prometheus.Registerer, log *slog.Lo
 		{"nemesis_proxy_logs_rows_spilled_total", "Proxy log rows that waited on local disk because memory was full.", &s.spilled},
 		{"nemesis_proxy_logs_rows_dropped_total", "Proxy log rows dropped because memory and the spill folder were full.", &s.dropped},
 		{"nemesis_proxy_logs_write_errors_total", "Failed attempts to write a batch of proxy log rows.", &s.writeErrors},
+		{"nemesis_proxy_logs_urls_truncated_total", "Proxy log rows whose target_url was cut to its size limit.", &s.truncated},
 	} {
 		if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 			func() float64 { return float64(c.v.Load()) })); err != nil {
@@ -132,33 +179,79 @@ func New(pool *pgxpool.Pool, cfg Config, reg prometheus.Registerer, log *slog.Lo
 // Stats returns the sink's counts.
 func (s *Sink) Stats() Stats {
 	s.mu.Lock()
-	pending := int64(len(s.open) + s.memoryRows)
+	pending := int64(len(s.open) + len(s.openRejected) + s.memoryRows)
 	s.mu.Unlock()
 	return Stats{
 		Written: s.written.Load(), Spilled: s.spilled.Load(), Dropped: s.dropped.Load(),
+		Rejected: s.rejectedTotal.Load(), Truncated: s.truncated.Load(),
 		Pending: pending + int64(s.spill.rows()),
 	}
 }
 
-// Add queues rows; it never waits for PostgreSQL.
+// Add checks and queues rows; it never waits for PostgreSQL. Rows that fail
+// Row.Check are queued for proxy_logs_rejected.
 func (s *Sink) Add(rows ...Row) {
+	good := rows[:0:0]
+	var bad []Rejected
+	var bytes int64
+	for i := range rows {
+		r := rows[i]
+		cut, rj := r.Check()
+		if cut {
+			s.truncated.Add(1)
+		}
+		if rj != nil {
+			s.reject(*rj, "")
+			bad = append(bad, *rj)
+		} else {
+			good = append(good, r)
+		}
+		bytes += int64(r.size())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.open = append(s.open, rows...)
-	for len(s.open) >= s.cfg.BatchSize || (s.closed && len(s.open) > 0) {
+	s.open = append(s.open, good...)
+	s.openRejected = append(s.openRejected, bad...)
+	s.openBytes += bytes
+	for len(s.open)+len(s.openRejected) >= s.cfg.BatchSize || (s.closed && len(s.open)+len(s.openRejected) > 0) {
 		n := min(len(s.open), s.cfg.BatchSize)
-		s.sealLocked(s.open[:n:n])
+		m := min(len(s.openRejected), s.cfg.BatchSize-n)
+		share := s.openBytes * int64(n+m) / int64(len(s.open)+len(s.openRejected))
+		s.sealLocked(&batch{Rows: s.open[:n:n], Rejected: s.openRejected[:m:m], bytes: share})
 		s.open = append([]Row(nil), s.open[n:]...)
+		s.openRejected = append([]Rejected(nil), s.openRejected[m:]...)
+		s.openBytes -= share
 	}
+}
+
+// reject counts a rejected row and logs it, at most one line per reason
+// every 10 s with the number not logged since.
+func (s *Sink) reject(rj Rejected, batch string) {
+	s.rejected.WithLabelValues(rj.Reason).Inc()
+	s.rejectedTotal.Add(1)
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if time.Since(s.lastLog[rj.Reason]) < 10*time.Second {
+		s.suppressed[rj.Reason]++
+		return
+	}
+	s.log.Warn("proxy log row rejected; it goes to proxy_logs_rejected", "reason", rj.Reason, "err", rj.Error,
+		"environment", truncate(rj.Row.Environment, 100),
+		"target_url", truncate(rj.Row.TargetURL, 200),
+		"request_id", truncate(rj.Row.RequestID, 100),
+		"batch", batch, "not_logged_since", s.suppressed[rj.Reason])
+	s.lastLog[rj.Reason] = time.Now()
+	s.suppressed[rj.Reason] = 0
 }
 
 // sealLocked queues a full or timed-out batch in memory, or on disk when
 // memory is full; s.mu must be held.
-func (s *Sink) sealLocked(rows []Row) {
-	b := &batch{ID: uuid.New(), Rows: rows}
-	if !s.closed && s.memoryRows+len(rows) <= s.cfg.MemoryRows {
+func (s *Sink) sealLocked(b *batch) {
+	b.ID = uuid.New()
+	if !s.closed && s.memoryRows+b.count() <= s.cfg.MemoryRows && s.memoryBytes+b.bytes <= s.cfg.MemoryBytes {
 		s.memory = append(s.memory, b)
-		s.memoryRows += len(rows)
+		s.memoryRows += b.count()
+		s.memoryBytes += b.bytes
 		select {
 		case s.wake <- struct{}{}:
 		default:
@@ -167,13 +260,13 @@ func (s *Sink) sealLocked(rows []Row) {
 	}
 	err := s.spill.put(b)
 	if err == nil {
-		s.spilled.Add(int64(len(rows)))
+		s.spilled.Add(int64(b.count()))
 		return
 	}
-	s.dropped.Add(int64(len(rows)))
+	s.dropped.Add(int64(b.count()))
 	// One line per episode of drops, not one per batch.
 	if time.Since(s.lastDrop) > 10*time.Second {
-		s.log.Error("dropping proxy log rows: memory and spill folder are full", "rows", len(rows),
+		s.log.Error("dropping proxy log rows: memory and spill folder are full", "rows", b.count(),
 			"dropped_total", s.dropped.Load(), "err", err)
 	}
 	s.lastDrop = time.Now()
@@ -216,9 +309,9 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer s.mu.Unlock()
 	s.closed = true
 	memory := s.memory
-	s.memory, s.memoryRows = nil, 0
+	s.memory, s.memoryRows, s.memoryBytes = nil, 0, 0
 	for _, b := range memory {
-		s.sealLocked(b.Rows)
+		s.sealLocked(b)
 	}
 	return nil
 }
@@ -237,9 +330,9 @@ func (s *Sink) writer(ctx context.Context, spilled bool) {
 func (s *Sink) sealOpen() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.open) > 0 {
-		s.sealLocked(s.open)
-		s.open = nil
+	if len(s.open)+len(s.openRejected) > 0 {
+		s.sealLocked(&batch{Rows: s.open, Rejected: s.openRejected, bytes: s.openBytes})
+		s.open, s.openRejected, s.openBytes = nil, nil, 0
 	}
 }
 
@@ -249,6 +342,7 @@ func (s *Sink) sealOpen() {
 func (s *Sink) drain(ctx context.Context, spilled bool) bool {
 	for {
 		if spilled {
+			s.spill.expire(time.Now())
 			b, err := s.spill.oldest()
 			if err != nil {
 				rows, qerr := s.spill.quarantine()
@@ -258,6 +352,7 @@ func (s *Sink) drain(ctx context.Context, spilled bool) bool {
 				continue
 			}
 			if b != nil {
+				s.recheck(b)
 				if !s.writeRetrying(ctx, b) {
 					return false
 				}
@@ -303,7 +398,27 @@ func (s *Sink) requeue(b *batch) {
 func (s *Sink) doneMemory(b *batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.memoryRows -= len(b.Rows)
+	s.memoryRows -= b.count()
+	s.memoryBytes -= b.bytes
+}
+
+// recheck moves the rows of a spilled batch that fail Row.Check to its
+// rejected rows: the file may come from an older version, or by hand.
+func (s *Sink) recheck(b *batch) {
+	good := b.Rows[:0]
+	for i := range b.Rows {
+		cut, rj := b.Rows[i].Check()
+		if cut {
+			s.truncated.Add(1)
+		}
+		if rj != nil {
+			s.reject(*rj, b.ID.String())
+			b.Rejected = append(b.Rejected, *rj)
+			continue
+		}
+		good = append(good, b.Rows[i])
+	}
+	b.Rows = good
 }
 
 // writeRetrying writes b, waiting longer between attempts up to 5 s, until
@@ -333,33 +448,4 @@ func (s *Sink) writeRetrying(ctx context.Context, b *batch) bool {
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
-}
-
-// write copies b into proxy_logs in one transaction with its marker; a
-// batch whose marker is already there was committed before and is skipped.
-func (s *Sink) write(ctx context.Context, b *batch) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var copied int64
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO proxy_log_batches (id) VALUES ($1) ON CONFLICT DO NOTHING`, b.ID)
-		if err != nil {
-			return fmt.Errorf("marking batch: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			s.log.Info("proxy log batch was already written; skipped", "batch", b.ID, "rows", len(b.Rows))
-			return nil
-		}
-		copied, err = tx.CopyFrom(ctx, pgx.Identifier{"proxy_logs"}, Columns,
-			pgx.CopyFromSlice(len(b.Rows), func(i int) ([]any, error) { return b.Rows[i].Values(), nil }))
-		if err != nil {
-			return fmt.Errorf("copying rows: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("writing batch %s of %d rows: %w", b.ID, len(b.Rows), err)
-	}
-	s.written.Add(copied)
-	return nil
 }

@@ -72,11 +72,15 @@ func run(t *testing.T, s *Sink) (stop func()) {
 
 func newSink(t *testing.T, f *fixture, cfg Config) *Sink {
 	t.Helper()
-	s, err := New(f.pool, cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	s, err := New(f.pool, cfg, prometheus.NewRegistry(), testLog())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func testLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func waitWritten(t *testing.T, s *Sink, n int64, timeout time.Duration) {
@@ -102,7 +106,7 @@ func checkTable(t *testing.T, f *fixture, n int) {
 
 func TestRowsAreWrittenBySizeAndByTime(t *testing.T) {
 	f := newFixture(t)
-	s := newSink(t, f, Config{BatchSize: 100, FlushInterval: 200 * time.Millisecond, MemoryRows: 1000, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 20, Writers: 2})
+	s := newSink(t, f, Config{BatchSize: 100, FlushInterval: 200 * time.Millisecond, MemoryRows: 1000, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 20, Writers: 2, MemoryBytes: 64 << 20, LeftoverMaxAge: time.Hour})
 	run(t, s)
 	s.Add(rows(0, 250)...) // two full batches at once, 50 rows by time
 	waitWritten(t, s, 250, 10*time.Second)
@@ -124,7 +128,7 @@ func TestRowsAreWrittenBySizeAndByTime(t *testing.T) {
 
 func TestOutageSpillsAndWritesEverythingOnce(t *testing.T) {
 	f := newFixture(t)
-	s := newSink(t, f, Config{BatchSize: 50, FlushInterval: 100 * time.Millisecond, MemoryRows: 200, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 22, Writers: 2})
+	s := newSink(t, f, Config{BatchSize: 50, FlushInterval: 100 * time.Millisecond, MemoryRows: 200, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 22, Writers: 2, MemoryBytes: 64 << 20, LeftoverMaxAge: time.Hour})
 	run(t, s)
 	s.Add(rows(0, 100)...)
 	waitWritten(t, s, 100, 10*time.Second)
@@ -148,7 +152,7 @@ func TestOutageSpillsAndWritesEverythingOnce(t *testing.T) {
 
 func TestRetriedBatchIsWrittenOnce(t *testing.T) {
 	f := newFixture(t)
-	s := newSink(t, f, Config{BatchSize: 10, FlushInterval: time.Second, MemoryRows: 10, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 20, Writers: 2})
+	s := newSink(t, f, Config{BatchSize: 10, FlushInterval: time.Second, MemoryRows: 10, SpillDir: t.TempDir(), SpillMaxBytes: 1 << 20, Writers: 2, MemoryBytes: 64 << 20, LeftoverMaxAge: time.Hour})
 	b := &batch{ID: [16]byte{1}, Rows: rows(0, 10)}
 	for range 2 { // the second stands for a retry after a lost COMMIT answer
 		if err := s.write(t.Context(), b); err != nil {
@@ -164,7 +168,7 @@ func TestRetriedBatchIsWrittenOnce(t *testing.T) {
 func TestShutdownSpillsAndNextRunWrites(t *testing.T) {
 	f := newFixture(t)
 	dir := t.TempDir()
-	cfg := Config{BatchSize: 50, FlushInterval: 100 * time.Millisecond, MemoryRows: 1000, SpillDir: dir, SpillMaxBytes: 1 << 22, Writers: 2}
+	cfg := Config{BatchSize: 50, FlushInterval: 100 * time.Millisecond, MemoryRows: 1000, SpillDir: dir, SpillMaxBytes: 1 << 22, Writers: 2, MemoryBytes: 64 << 20, LeftoverMaxAge: time.Hour}
 	first := newSink(t, f, cfg)
 	stop := run(t, first)
 	if err := f.pg.Stop(); err != nil {
@@ -191,7 +195,7 @@ func TestShutdownSpillsAndNextRunWrites(t *testing.T) {
 
 func TestRowsBeyondEveryLimitAreDroppedAndCounted(t *testing.T) {
 	f := newFixture(t)
-	s := newSink(t, f, Config{BatchSize: 10, FlushInterval: time.Second, MemoryRows: 20, SpillDir: t.TempDir(), SpillMaxBytes: 8 << 10, Writers: 2})
+	s := newSink(t, f, Config{BatchSize: 10, FlushInterval: time.Second, MemoryRows: 20, SpillDir: t.TempDir(), SpillMaxBytes: 8 << 10, Writers: 2, MemoryBytes: 64 << 20, LeftoverMaxAge: time.Hour})
 	if err := f.pg.Stop(); err != nil {
 		t.Fatal(err)
 	}

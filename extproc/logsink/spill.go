@@ -3,6 +3,7 @@ package logsink
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,14 +17,25 @@ import (
 
 // spill keeps batches as files named <unix nanos>-<batch id>-<rows>.json,
 // so the oldest sorts first and counts are known without reading them.
+// Leftovers (.bad: unreadable batches set aside; .tmp: a write cut short)
+// count against maxBytes until they are maxAge old, then are removed.
 type spill struct {
 	dir      string
 	maxBytes int64
+	maxAge   time.Duration
+	log      *slog.Logger
 
-	mu    sync.Mutex
-	files []spillFile // oldest first
+	mu        sync.Mutex
+	files     []spillFile // oldest first
+	leftovers []leftover
+	bytes     int64 // of files and leftovers
+	nrows     int
+}
+
+type leftover struct {
+	name  string
 	bytes int64
-	nrows int
+	since time.Time
 }
 
 type spillFile struct {
@@ -33,7 +45,7 @@ type spillFile struct {
 	bytes int64
 }
 
-func openSpill(dir string, maxBytes int64) (*spill, error) {
+func openSpill(dir string, maxBytes int64, maxAge time.Duration, log *slog.Logger) (*spill, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating spill folder: %w", err)
 	}
@@ -41,15 +53,20 @@ func openSpill(dir string, maxBytes int64) (*spill, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading spill folder: %w", err)
 	}
-	s := &spill{dir: dir, maxBytes: maxBytes}
+	s := &spill{dir: dir, maxBytes: maxBytes, maxAge: maxAge, log: log}
 	for _, e := range entries {
 		f, ok := parseSpillName(e.Name())
-		if !ok {
-			continue // a temporary file of an interrupted write, or not ours
+		if !ok && !strings.HasSuffix(e.Name(), ".bad") && !strings.HasSuffix(e.Name(), ".tmp") {
+			continue // not ours
 		}
 		info, err := e.Info()
 		if err != nil {
 			return nil, fmt.Errorf("reading spill folder: %w", err)
+		}
+		if !ok {
+			s.leftovers = append(s.leftovers, leftover{name: e.Name(), bytes: info.Size(), since: info.ModTime()})
+			s.bytes += info.Size()
+			continue
 		}
 		f.bytes = info.Size()
 		s.files = append(s.files, f)
@@ -57,7 +74,33 @@ func openSpill(dir string, maxBytes int64) (*spill, error) {
 		s.nrows += f.rows
 	}
 	slices.SortFunc(s.files, func(a, b spillFile) int { return strings.Compare(a.name, b.name) })
+	if len(s.leftovers) > 0 {
+		log.Warn("the spill folder holds leftovers of earlier runs; they count against its size until they expire",
+			"dir", dir, "files", len(s.leftovers), "max_age", maxAge)
+	}
+	s.expire(time.Now())
 	return s, nil
+}
+
+// expire removes the leftovers older than maxAge.
+func (s *spill) expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept := s.leftovers[:0]
+	for _, l := range s.leftovers {
+		if now.Sub(l.since) < s.maxAge {
+			kept = append(kept, l)
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.dir, l.name)); err != nil && !os.IsNotExist(err) {
+			s.log.Error("removing an expired spill leftover", "file", l.name, "err", err)
+			kept = append(kept, l)
+			continue
+		}
+		s.log.Info("removed an expired spill leftover", "file", l.name, "bytes", l.bytes)
+		s.bytes -= l.bytes
+	}
+	s.leftovers = kept
 }
 
 func parseSpillName(name string) (spillFile, bool) {
@@ -91,7 +134,7 @@ func (s *spill) put(b *batch) error {
 	if s.bytes+int64(len(raw)) > s.maxBytes {
 		return fmt.Errorf("spill folder would pass %d bytes", s.maxBytes)
 	}
-	name := fmt.Sprintf("%020d-%s-%d.json", time.Now().UnixNano(), b.ID, len(b.Rows))
+	name := fmt.Sprintf("%020d-%s-%d.json", time.Now().UnixNano(), b.ID, b.count())
 	tmp := filepath.Join(s.dir, name+".tmp")
 	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
 		_ = os.Remove(tmp)
@@ -101,9 +144,9 @@ func (s *spill) put(b *batch) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("writing spilled batch: %w", err)
 	}
-	s.files = append(s.files, spillFile{name: name, id: b.ID, rows: len(b.Rows), bytes: int64(len(raw))})
+	s.files = append(s.files, spillFile{name: name, id: b.ID, rows: b.count(), bytes: int64(len(raw))})
 	s.bytes += int64(len(raw))
-	s.nrows += len(b.Rows)
+	s.nrows += b.count()
 	return nil
 }
 
@@ -154,10 +197,11 @@ func (s *spill) quarantine() (int, error) {
 	}
 	f := s.files[0]
 	s.files = s.files[1:]
-	s.bytes -= f.bytes
 	s.nrows -= f.rows
 	if err := os.Rename(filepath.Join(s.dir, f.name), filepath.Join(s.dir, f.name+".bad")); err != nil {
+		s.bytes -= f.bytes
 		return f.rows, fmt.Errorf("setting aside %s: %w", f.name, err)
 	}
+	s.leftovers = append(s.leftovers, leftover{name: f.name + ".bad", bytes: f.bytes, since: time.Now()})
 	return f.rows, nil
 }

@@ -89,6 +89,10 @@ func (r *Retention) Pass(ctx context.Context, cutoff time.Time) (int64, error) {
 	if _, err := r.exec(ctx, `DELETE FROM proxy_log_batches WHERE written_at < $1`, cutoff, nil); err != nil {
 		return total, fmt.Errorf("deleting proxy log batch markers: %w", err)
 	}
+	// Rejected rows are kept as long as written ones.
+	if _, err := r.exec(ctx, `DELETE FROM proxy_logs_rejected WHERE rejected_at < $1`, cutoff, nil); err != nil {
+		return total, fmt.Errorf("deleting rejected proxy logs: %w", err)
+	}
 	return total, nil
 }
 

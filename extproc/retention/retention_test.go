@@ -25,6 +25,8 @@ func TestPassDeletesOnlyOldRowsInBatches(t *testing.T) {
 		FROM generate_series(1, 40) i`)
 	testenv.Exec(t, url, `INSERT INTO proxy_log_batches (id, written_at) VALUES
 		(gen_random_uuid(), (now() AT TIME ZONE 'UTC') - interval '2 days'), (gen_random_uuid(), now() AT TIME ZONE 'UTC')`)
+	testenv.Exec(t, url, `INSERT INTO proxy_logs_rejected (rejected_at, reason, error, row_data) VALUES
+		((now() AT TIME ZONE 'UTC') - interval '2 days', 'text', 'old', '{}'), (now() AT TIME ZONE 'UTC', 'text', 'new', '{}')`)
 
 	pool, err := database.Open(testenv.Context(t, 10*time.Second), url)
 	if err != nil {
@@ -40,10 +42,11 @@ func TestPassDeletesOnlyOldRowsInBatches(t *testing.T) {
 		t.Fatalf("pass deleted %d (%v), want 250", n, err)
 	}
 	var old, fresh, markers int
+	var rejected string
 	testenv.QueryRow(t, url, `SELECT count(*) FILTER (WHERE target_url = 'http://a/old'), count(*) FILTER (WHERE target_url = 'http://a/new'),
-		(SELECT count(*) FROM proxy_log_batches) FROM proxy_logs`, &old, &fresh, &markers)
-	if old != 0 || fresh != 40 || markers != 1 {
-		t.Fatalf("after the pass: %d old rows, %d new, %d markers; want 0, 40, 1", old, fresh, markers)
+		(SELECT count(*) FROM proxy_log_batches), (SELECT string_agg(error, ',') FROM proxy_logs_rejected) FROM proxy_logs`, &old, &fresh, &markers, &rejected)
+	if old != 0 || fresh != 40 || markers != 1 || rejected != "new" {
+		t.Fatalf("after the pass: %d old rows, %d new, %d markers, rejected %q; want 0, 40, 1, new", old, fresh, markers, rejected)
 	}
 	if got := testutil.ToFloat64(r.deleted); got != 250 {
 		t.Fatalf("deleted counter %v, want 250", got)

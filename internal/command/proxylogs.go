@@ -1,6 +1,8 @@
 package command
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/extproc/retention"
+	"github.com/nemesis-ml/nemesis/internal/database"
 )
 
 type proxyLogFlags struct {
@@ -21,9 +24,12 @@ type proxyLogFlags struct {
 	ProxyLogBatchSize      int           `help:"Most proxy log rows written by one COPY." default:"5000" env:"NEMESIS_PROXY_LOG_BATCH_SIZE"`
 	ProxyLogFlushInterval  time.Duration `help:"Longest a proxy log row waits for its batch to fill." default:"1s" env:"NEMESIS_PROXY_LOG_FLUSH_INTERVAL"`
 	ProxyLogMemoryRows     int           `help:"Proxy log rows kept in memory while PostgreSQL is unreachable; more wait in the spill folder." default:"200000" env:"NEMESIS_PROXY_LOG_MEMORY_ROWS"`
-	ProxyLogSpillDir       string        `help:"Folder for proxy log rows beyond the memory limit, written when PostgreSQL returns (also across restarts). Default: nemesis-proxy-logs-<xds listen address> in the temporary folder." env:"NEMESIS_PROXY_LOG_SPILL_DIR"`
-	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
+	ProxyLogMemoryBytes    int64         `help:"Bytes of proxy log rows kept in memory; more wait in the spill folder." default:"134217728" env:"NEMESIS_PROXY_LOG_MEMORY_BYTES"`
+	ProxyLogSpillDir       string        `help:"Folder for proxy log rows beyond the memory limits, written when PostgreSQL returns (also across restarts). Default: nemesis/proxy-logs-<xds listen address> in the user's cache folder." env:"NEMESIS_PROXY_LOG_SPILL_DIR"`
+	ProxyLogSpillMaxBytes  int64         `help:"Size limit of the spill folder, leftovers included; rows beyond it are dropped and counted." default:"1073741824" env:"NEMESIS_PROXY_LOG_SPILL_MAX_BYTES"`
+	ProxyLogLeftoverMaxAge time.Duration `help:"Age after which unreadable (.bad) and unfinished (.tmp) files of the spill folder are removed." default:"168h" env:"NEMESIS_PROXY_LOG_LEFTOVER_MAX_AGE"`
 	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
+	ProxyLogQueryConns     int32         `name:"proxy-log-query-connections" help:"PostgreSQL connections of GET /proxy/logs, a pool of its own: slow queries wait for these, never for the log writers' or the settings API's." default:"2" env:"NEMESIS_PROXY_LOG_QUERY_CONNECTIONS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 }
@@ -33,20 +39,33 @@ type proxyLogs struct {
 	sink      *logsink.Sink
 	service   *accesslog.Server
 	query     *logquery.Handler
+	queryPool *pgxpool.Pool
 	retention *retention.Retention
 }
 
-// build wires the proxy-log parts; xdsListen names the default spill
-// folder, so servers sharing a machine never replay each other's rows.
-func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
+func (p *proxyLogs) close() { p.queryPool.Close() }
+
+// build wires the proxy-log parts: the sink and retention write through
+// pool, the queries read through a pool of their own on databaseURL;
+// xdsListen names the default spill folder, so servers sharing a machine
+// never replay each other's rows.
+func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
 	log = log.With("component", "proxylogs")
 	spillDir := f.ProxyLogSpillDir
 	if spillDir == "" {
-		spillDir = filepath.Join(os.TempDir(), "nemesis-proxy-logs-"+strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(xdsListen))
+		// Not the shared temporary folder, where another user could
+		// create the predictable name first.
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("choosing the proxy log spill folder (set --proxy-log-spill-dir): %w", err)
+		}
+		spillDir = filepath.Join(cache, "nemesis", "proxy-logs-"+strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(xdsListen))
 	}
 	sink, err := logsink.New(pool, logsink.Config{
-		BatchSize: f.ProxyLogBatchSize, FlushInterval: f.ProxyLogFlushInterval, MemoryRows: f.ProxyLogMemoryRows,
-		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes, Writers: f.ProxyLogWriters,
+		BatchSize: f.ProxyLogBatchSize, FlushInterval: f.ProxyLogFlushInterval,
+		MemoryRows: f.ProxyLogMemoryRows, MemoryBytes: f.ProxyLogMemoryBytes,
+		SpillDir: spillDir, SpillMaxBytes: f.ProxyLogSpillMaxBytes, LeftoverMaxAge: f.ProxyLogLeftoverMaxAge,
+		Writers: f.ProxyLogWriters,
 	}, reg, log)
 	if err != nil {
 		return nil, err
@@ -57,7 +76,21 @@ func (f proxyLogFlags) build(pool *pgxpool.Pool, reg prometheus.Registerer, log 
 	if err != nil {
 		return nil, err
 	}
+	if f.ProxyLogQueryConns < 1 {
+		return nil, fmt.Errorf("--proxy-log-query-connections must be at least 1")
+	}
+	queryPool, err := database.OpenPool(ctx, databaseURL, database.PoolConfig{
+		Name: "nemesis-proxy-log-queries", MaxConns: f.ProxyLogQueryConns, StatementTimeout: logquery.Timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	query, err := logquery.New(queryPool, log, reg)
+	if err != nil {
+		queryPool.Close()
+		return nil, err
+	}
 	return &proxyLogs{
-		sink: sink, service: accesslog.New(sink, log), query: logquery.New(pool, log), retention: ret,
+		sink: sink, service: accesslog.New(sink, log), query: query, queryPool: queryPool, retention: ret,
 	}, nil
 }

@@ -15,7 +15,12 @@ import (
 // an operation serve does not route.
 func TestServeRoutesAreTheOpenAPIOperations(t *testing.T) {
 	ready := httpserver.Check{Name: "none", Run: func(context.Context) error { return nil }}
-	mux := Serve{}.routes(httpserver.NewRegistry(), ready, api.New(nil, nil, nil), http.NotFoundHandler(), http.NotFoundHandler())
+	reg := httpserver.NewRegistry()
+	settingsAPI, err := api.New(nil, nil, nil, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := Serve{}.routes(reg, ready, settingsAPI, http.NotFoundHandler(), http.NotFoundHandler())
 	if err := openapi.CheckRoutes(mux.Patterns(), openapi.Serve()); err != nil {
 		t.Error(err)
 	}

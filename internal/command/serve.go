@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -57,7 +56,12 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening for xds on %s: %w", c.XDSListen, err)
 	}
-	pool, err := connectAndMigrate(ctx, log, c.DatabaseURL)
+	if err := connectAndMigrate(ctx, log, c.DatabaseURL); err != nil {
+		return err
+	}
+	// The settings API, the log writers and /readyz share this pool; the
+	// proxy log queries have their own (proxyLogFlags.build).
+	pool, err := database.OpenPool(ctx, c.DatabaseURL, database.PoolConfig{Name: "nemesis-serve", StatementTimeout: 30 * time.Second})
 	if err != nil {
 		return err
 	}
@@ -81,14 +85,18 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logs, err := c.proxyLogFlags.build(pool, reg, log, c.XDSListen)
+	logs, err := c.proxyLogFlags.build(ctx, pool, c.DatabaseURL, reg, log, c.XDSListen)
 	if err != nil {
 		return err
 	}
+	defer logs.close()
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
-	mux := c.routes(reg, httpserver.Check{Name: "postgres", Run: pool.Ping},
-		api.New(log.With("component", "api"), store, cp), autoscaling.Ingest, logs.query)
+	settingsAPI, err := api.New(log.With("component", "api"), store, cp, reg)
+	if err != nil {
+		return err
+	}
+	mux := c.routes(reg, httpserver.Check{Name: "postgres", Run: pool.Ping}, settingsAPI, autoscaling.Ingest, logs.query)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -124,24 +132,25 @@ func (c Serve) routes(reg *prometheus.Registry, ready httpserver.Check, settings
 }
 
 // connectAndMigrate retries until PostgreSQL answers and the schema is
-// current, so the control plane can start before its database does.
-func connectAndMigrate(ctx context.Context, log *slog.Logger, url string) (*pgxpool.Pool, error) {
-	var pool *pgxpool.Pool
+// current, so the control plane can start before its database does. It
+// migrates on a pool of its own, without the statement timeout of the
+// serving pools: building an index on a large table takes what it takes.
+func connectAndMigrate(ctx context.Context, log *slog.Logger, url string) error {
 	backoff := wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Cap: 5 * time.Second, Steps: math.MaxInt32}
 	err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
-		p, err := database.Open(ctx, url)
+		p, err := database.OpenPool(ctx, url, database.PoolConfig{Name: "nemesis-migrate", MaxConns: 1})
 		if err == nil {
-			if err = database.Migrate(ctx, p, log); err == nil {
-				pool = p
+			err = database.Migrate(ctx, p, log)
+			p.Close()
+			if err == nil {
 				return true, nil
 			}
-			p.Close()
 		}
 		log.Warn("database not ready, retrying", "err", err)
 		return false, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("waiting for database: %w", err)
+		return fmt.Errorf("waiting for database: %w", err)
 	}
-	return pool, nil
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -20,9 +22,38 @@ var migrations embed.FS
 
 // Open connects a pool to url and checks that the server answers.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	return OpenPool(ctx, url, PoolConfig{})
+}
+
+// PoolConfig is how one part of a server uses PostgreSQL: parts with a pool
+// each cannot take each other's connections.
+type PoolConfig struct {
+	// Name is the connections' application_name, seen in pg_stat_activity.
+	Name string
+	// MaxConns bounds the pool; pgx's default (the larger of 4 and the
+	// number of CPUs) when 0.
+	MaxConns int32
+	// StatementTimeout is the connections' statement_timeout: PostgreSQL
+	// cancels a longer statement itself, even when its client is gone.
+	// None when 0.
+	StatementTimeout time.Duration
+}
+
+// OpenPool connects a pool to url as pc says and checks that the server
+// answers.
+func OpenPool(ctx context.Context, url string, pc PoolConfig) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("parsing database url: %w", err)
+	}
+	if pc.MaxConns > 0 {
+		cfg.MaxConns = pc.MaxConns
+	}
+	if pc.Name != "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = pc.Name
+	}
+	if pc.StatementTimeout > 0 {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(pc.StatementTimeout.Milliseconds(), 10)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -3,7 +3,6 @@
 package httpjson
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -37,25 +36,26 @@ func WriteError(w http.ResponseWriter, status int, field, message string) {
 }
 
 // Decode reads exactly one JSON value of at most maxBytes from r's body into
-// v, refusing unknown fields.
+// v, as strictly as Unmarshal.
 func Decode(w http.ResponseWriter, r *http.Request, maxBytes int64, v any) error {
+	body, err := ReadBody(w, r, maxBytes)
+	if err != nil {
+		return err
+	}
+	return Unmarshal(body, v)
+}
+
+// ReadBody reads r's body, refusing one of more than maxBytes.
+func ReadBody(w http.ResponseWriter, r *http.Request, maxBytes int64) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return &validation.FieldError{Message: fmt.Sprintf("body is larger than %d bytes", maxBytes)}
+		return nil, &validation.FieldError{Message: fmt.Sprintf("body is larger than %d bytes", maxBytes)}
 	}
 	if err != nil {
-		return &validation.FieldError{Message: "reading body: " + err.Error()}
+		return nil, &validation.FieldError{Message: "reading body: " + err.Error()}
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
-	}
-	if dec.More() {
-		return &validation.FieldError{Message: "body holds more than one JSON value"}
-	}
-	return nil
+	return body, nil
 }
 
 func decodeError(err error) error {

@@ -60,6 +60,10 @@ type Reading struct {
 	CPUMillicores float64
 	MemoryMiB     float64
 	DiskMiB       float64
+	// DiskSkipped are the paths or folders that this reading's disk walk
+	// could not read, with why; DiskMiB leaves them out. Empty when the
+	// disk was not walked this time.
+	DiskSkipped []error
 }
 
 // Meter turns a source's counters into rates.
@@ -195,6 +199,8 @@ func sharedPodPIDNamespace(proc string) bool {
 
 // Read returns the usage since the previous Read (or New). Memory and disk
 // are the current values; disk is re-measured at most every DiskInterval.
+// It fails only when CPU and memory cannot be read: unreadable disk paths
+// are left out of DiskMiB and listed in DiskSkipped.
 func (m *Meter) Read() (Reading, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -212,11 +218,8 @@ func (m *Meter) Read() (Reading, error) {
 		m.prev, m.prevAt = u, now
 	}
 	if len(m.paths) > 0 && (!m.diskRead || now.Sub(m.diskAt) >= m.diskIntv) {
-		d, err := diskUsage(m.paths)
-		if err != nil {
-			return Reading{}, err
-		}
-		m.disk, m.diskAt, m.diskRead = d, now, true
+		m.disk, r.DiskSkipped = diskUsage(m.paths)
+		m.diskAt, m.diskRead = now, true
 	}
 	r.DiskMiB = float64(m.disk) / (1 << 20)
 	return r, nil

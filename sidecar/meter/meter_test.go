@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -146,13 +147,23 @@ func TestDiskIsWalkedAtMostEveryDiskInterval(t *testing.T) {
 	}
 }
 
-func TestMissingDiskPathFails(t *testing.T) {
-	m, err := New(Config{Source: SourceOff, DiskPaths: []string{filepath.Join(t.TempDir(), "absent")}})
+func TestUnreadableDiskPathsAreSkippedAndTheRestMeasured(t *testing.T) {
+	dir := t.TempDir()
+	writeRandom(t, filepath.Join(dir, "f"), 4<<20)
+	missing := filepath.Join(t.TempDir(), "absent")
+	m, err := New(Config{Source: SourceOff, DiskPaths: []string{missing, dir}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Read(); err == nil {
-		t.Fatal("reading a missing disk path succeeded")
+	r, err := m.Read()
+	if err != nil {
+		t.Fatalf("a missing disk path failed the whole reading: %v", err)
+	}
+	if len(r.DiskSkipped) != 1 || !strings.Contains(r.DiskSkipped[0].Error(), missing) {
+		t.Fatalf("skipped %v, want the missing path named", r.DiskSkipped)
+	}
+	if r.DiskMiB < 3.9 || r.DiskMiB > 4.5 {
+		t.Fatalf("disk %.1f MiB, want the readable path's 4", r.DiskMiB)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 	"github.com/nemesis-ml/nemesis/xds"
@@ -32,9 +34,10 @@ const (
 
 // Handler serves the API.
 type Handler struct {
-	log   *slog.Logger
-	store Store
-	cp    *xds.ControlPlane
+	log     *slog.Logger
+	store   Store
+	cp      *xds.ControlPlane
+	refused prometheus.Counter
 }
 
 // Store reads and writes the settings; xds/settingsdb.Store is the
@@ -45,9 +48,24 @@ type Store interface {
 	Insert(ctx context.Context, s settings.Settings) (settings.Settings, error)
 }
 
-// New returns the API's handler.
-func New(log *slog.Logger, store Store, cp *xds.ControlPlane) *Handler {
-	return &Handler{log: log, store: store, cp: cp}
+// New returns the API's handler, its counter registered in reg.
+func New(log *slog.Logger, store Store, cp *xds.ControlPlane, reg prometheus.Registerer) (*Handler, error) {
+	h := &Handler{log: log, store: store, cp: cp, refused: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nemesis_settings_requests_refused_total",
+		Help: "Load-balancer settings API requests answered 400 for their parameters or body.",
+	})}
+	if err := reg.Register(h.refused); err != nil {
+		return nil, fmt.Errorf("registering settings API counter: %w", err)
+	}
+	return h, nil
+}
+
+// refuse answers 400 naming the field, counts it and logs the input.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error, body []byte) {
+	h.refused.Inc()
+	h.log.Info("refused a settings request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery,
+		"body", string(body[:min(len(body), 512)]), "err", err)
+	httpjson.WriteBadRequest(w, err)
 }
 
 // Mux is where Register adds the routes: an *http.ServeMux, or the
@@ -80,9 +98,13 @@ func environmentParam(q url.Values) (string, error) {
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
-	env, err := environmentParam(r.URL.Query())
+	q, err := httpjson.Query(r, "environment")
+	var env string
+	if err == nil {
+		env, err = environmentParam(q)
+	}
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
 		return
 	}
 	s, err := h.store.Current(r.Context(), env)
@@ -94,17 +116,20 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) history(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	env, err := environmentParam(q)
+	q, err := httpjson.Query(r, "environment", "limit")
+	var env string
+	if err == nil {
+		env, err = environmentParam(q)
+	}
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
 		return
 	}
 	limit := defaultHistory
 	if raw, given := q["limit"]; given {
 		limit, err = strconv.Atoi(raw[0])
 		if err != nil || limit < 1 || limit > maxHistory {
-			httpjson.WriteError(w, http.StatusBadRequest, "limit", "limit: must be a whole number from 1 to "+strconv.Itoa(maxHistory))
+			h.refuse(w, r, &validation.FieldError{Field: "limit", Message: "must be a whole number from 1 to " + strconv.Itoa(maxHistory)}, nil)
 			return
 		}
 	}
@@ -183,17 +208,22 @@ type putResponse struct {
 func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	wait, timeout, err := waitParams(r)
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, nil)
+		return
+	}
+	body, err := httpjson.ReadBody(w, r, maxBody)
+	if err != nil {
+		h.refuse(w, r, err, nil)
 		return
 	}
 	var req putRequest
-	if err := httpjson.Decode(w, r, maxBody, &req); err != nil {
-		httpjson.WriteBadRequest(w, err)
+	if err := httpjson.Unmarshal(body, &req); err != nil {
+		h.refuse(w, r, err, body)
 		return
 	}
 	s, err := req.settings()
 	if err != nil {
-		httpjson.WriteBadRequest(w, err)
+		h.refuse(w, r, err, body)
 		return
 	}
 	stored, err := h.store.Insert(r.Context(), s)
@@ -233,7 +263,10 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 var ackTimeout = regexp.MustCompile(`^([1-9][0-9]{0,4}|1[01][0-9]{4}|120000)ms$|^([1-9][0-9]?|1[01][0-9]|120)s$|^[12]m$`)
 
 func waitParams(r *http.Request) (bool, time.Duration, error) {
-	q := r.URL.Query()
+	q, err := httpjson.Query(r, "wait", "timeout")
+	if err != nil {
+		return false, 0, err
+	}
 	if raw, given := q["timeout"]; given && !ackTimeout.MatchString(raw[0]) {
 		return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a whole number of ms, s or m from 1ms to 2m, such as 20s"}
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/testing/adsclient"
@@ -56,7 +57,11 @@ func start(t *testing.T) *harness {
 		}
 	})
 	mux := http.NewServeMux()
-	api.New(log, h.store, h.cp).Register(mux, token)
+	handler, err := api.New(log, h.store, h.cp, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler.Register(mux, token)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	h.url = srv.URL

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,6 +27,10 @@ type Store struct {
 // NewStore returns a store on pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
+// queryTimeout bounds every statement of the store: a stalled PostgreSQL
+// fails a call (and the listener reconnects) instead of hanging it.
+const queryTimeout = 10 * time.Second
+
 const columns = `id, environment, policy::text, max_connections, timeout_seconds, updated_at`
 
 func scan(row pgx.CollectableRow) (settings.Settings, error) {
@@ -36,6 +41,8 @@ func scan(row pgx.CollectableRow) (settings.Settings, error) {
 
 // Current returns the environment's newest settings, or its defaults.
 func (st *Store) Current(ctx context.Context, environment string) (settings.Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT `+columns+` FROM loadbalancer_settings
 		WHERE environment = $1 ORDER BY id DESC LIMIT 1`, environment)
 	s, err := pgx.CollectExactlyOneRow(rows, scan)
@@ -50,6 +57,8 @@ func (st *Store) Current(ctx context.Context, environment string) (settings.Sett
 
 // All returns the newest settings of every environment that has any.
 func (st *Store) All(ctx context.Context) (map[string]settings.Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT DISTINCT ON (environment) `+columns+`
 		FROM loadbalancer_settings ORDER BY environment, id DESC`)
 	list, err := pgx.CollectRows(rows, scan)
@@ -65,6 +74,8 @@ func (st *Store) All(ctx context.Context) (map[string]settings.Settings, error) 
 
 // History returns up to limit settings of the environment, newest first.
 func (st *Store) History(ctx context.Context, environment string, limit int) ([]settings.Settings, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	rows, _ := st.pool.Query(ctx, `SELECT `+columns+` FROM loadbalancer_settings
 		WHERE environment = $1 ORDER BY id DESC LIMIT $2`, environment, limit)
 	list, err := pgx.CollectRows(rows, scan)
@@ -78,6 +89,8 @@ func (st *Store) History(ctx context.Context, environment string, limit int) ([]
 // listeners in the same transaction, so no listener sees one without the other.
 func (st *Store) Insert(ctx context.Context, s settings.Settings) (settings.Settings, error) {
 	var stored settings.Settings
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
 		rows, _ := tx.Query(ctx, `INSERT INTO loadbalancer_settings (environment, policy, max_connections, timeout_seconds)
 			VALUES ($1, $2, $3, $4) RETURNING `+columns, s.Environment, string(s.Policy), s.MaxConnections, s.TimeoutSeconds)

@@ -42,7 +42,10 @@ func listen(ctx context.Context, pool *pgxpool.Pool, changed func(string) error)
 		return fmt.Errorf("connecting to listen: %w", err)
 	}
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+	listenCtx, cancel := context.WithTimeout(ctx, queryTimeout)
+	_, err = conn.Exec(listenCtx, "LISTEN "+Channel)
+	cancel()
+	if err != nil {
 		return fmt.Errorf("listening on %s: %w", Channel, err)
 	}
 	if err := changed(""); err != nil {
