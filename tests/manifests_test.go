@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
@@ -45,7 +46,7 @@ func TestManifestsApply(t *testing.T) {
 	}
 
 	root := testenv.RepoRoot(t)
-	for _, dir := range []string{"samples", "sample-model"} {
+	for _, dir := range []string{"samples", "sample-model", filepath.Join("monitoring", "dashboards")} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "models"}}
 		if err := c.Create(t.Context(), ns); client.IgnoreAlreadyExists(err) != nil {
 			t.Fatal(err)
@@ -180,6 +181,53 @@ func grantLeaderElection(t *testing.T, c client.Client, namespace string) {
 	for _, obj := range []client.Object{copyRole, binding} {
 		if err := c.Create(t.Context(), obj); err != nil {
 			t.Fatal(strings.TrimSpace(err.Error()))
+		}
+	}
+}
+
+// TestEnvoyManifestServesItsStatsAlone runs Envoy with the stats listener of
+// manifests/envoy/deployment.yaml (its ports moved to free ones): Prometheus
+// gets /stats/prometheus on it, and nothing else of the admin interface.
+func TestEnvoyManifestServesItsStatsAlone(t *testing.T) {
+	var deploy *unstructured.Unstructured
+	for _, obj := range readObjects(t, filepath.Join(testenv.RepoRoot(t), "manifests", "envoy", "deployment.yaml")) {
+		if obj.GetKind() == "Deployment" {
+			deploy = obj
+		}
+	}
+	annotations, _, _ := unstructured.NestedStringMap(deploy.Object, "spec", "template", "metadata", "annotations")
+	containers, _, _ := unstructured.NestedSlice(deploy.Object, "spec", "template", "spec", "containers")
+	envoy := containers[0].(map[string]any)
+	overlay := ""
+	for _, e := range envoy["env"].([]any) {
+		if env := e.(map[string]any); env["name"] == "STATS_LISTENER" {
+			overlay = env["value"].(string)
+		}
+	}
+	statsPort := ""
+	for _, p := range envoy["ports"].([]any) {
+		if port := p.(map[string]any); port["name"] == "stats" {
+			statsPort = fmt.Sprint(port["containerPort"])
+		}
+	}
+	if annotations["prometheus.io/port"] != "9902" || statsPort != "9902" || annotations["prometheus.io/path"] != "/stats/prometheus" ||
+		!strings.Contains(overlay, "port_value: 9902") || !strings.Contains(overlay, "port_value: 9901") {
+		t.Fatalf("the annotations %v, the stats port %q and the listener must agree on :9902, admin on :9901:\n%s", annotations, statsPort, overlay)
+	}
+
+	s := newStack(t)
+	admin, stats := testenv.Port(t), testenv.Port(t)
+	overlay = strings.NewReplacer("port_value: 9901", fmt.Sprintf("port_value: %d", admin),
+		"port_value: 9902", fmt.Sprintf("port_value: %d", stats)).Replace(overlay)
+	testenv.ProjectEnvoy(t, s.xdsAddr, servers.EnvoyConfig{NodeID: "stats", Cluster: s.env, AdminPort: admin, Overlay: overlay})
+	base := fmt.Sprintf("http://127.0.0.1:%d", stats)
+	code, body, err := get(http.DefaultClient, base+"/stats/prometheus")
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "envoy_server_live") {
+		t.Fatalf("GET /stats/prometheus on the stats listener: %d %v\n%.300s", code, err, body)
+	}
+	for _, path := range []string{"/config_dump", "/stats", "/clusters", "/quitquitquit"} {
+		if code, _, err := get(http.DefaultClient, base+path); err != nil || code != http.StatusNotFound {
+			t.Errorf("GET %s on the stats listener: %d %v, want 404", path, code, err)
 		}
 	}
 }

@@ -35,6 +35,8 @@ type devCmd struct {
 	Environment    string `help:"The environment (Envoy node cluster) of the local Envoy." default:"default" env:"NEMESIS_DEV_ENVIRONMENT"`
 	Bootstrap      string `help:"Envoy bootstrap template." default:"envoy/bootstrap.yaml" env:"NEMESIS_ENVOY_BOOTSTRAP"`
 	Demo           string `help:"Manifest of the demo run by the local runtime; empty: no demo." default:"manifests/demo/digits.yaml" env:"NEMESIS_DEV_DEMO"`
+	PrometheusPort int    `help:"Port of the Prometheus that scrapes the stack; 0: none." default:"9090" env:"NEMESIS_DEV_PROMETHEUS_PORT"`
+	AlertRules     string `help:"Rule file Prometheus loads." default:"manifests/monitoring/prometheus/rules.yaml" env:"NEMESIS_DEV_PROMETHEUS_RULES"`
 }
 
 func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
@@ -139,6 +141,15 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return err
 	}
 	stops = append(stops, stopRuntime)
+	var prom *servers.Prometheus
+	if c.PrometheusPort != 0 {
+		log.Info("starting prometheus", "port", c.PrometheusPort)
+		var stopProm func() error
+		if prom, stopProm, err = c.startPrometheus(ctx, log, dir, kube.Config, envoy); err != nil {
+			return err
+		}
+		stops = append(stops, stopProm)
+	}
 	if c.Demo != "" {
 		if err := applyDemo(ctx, kube.Config, c.Demo, c.Environment); err != nil {
 			return err
@@ -163,6 +174,9 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	_, _ = fmt.Fprintf(w, "redis\t%s\n", rdb.URL())
 	_, _ = fmt.Fprintf(w, "kubernetes\tKUBECONFIG=%s (API %s)\n", kubeconfigPath, kube.Config.Host)
 	_, _ = fmt.Fprintf(w, "logs\t%s (pods: %s)\n", dir, filepath.Join(dir, "pods"))
+	if prom != nil {
+		_, _ = fmt.Fprintf(w, "prometheus\t%s (scrapes serve, Envoy and the sidecars; rules %s: /alerts)\n", prom.URL(), c.AlertRules)
+	}
 	predict := fmt.Sprintf("http://127.0.0.1:%d/models/digits/predict", c.EnvoyPort)
 	if c.Demo != "" {
 		_, _ = fmt.Fprintf(w, "demo model\t%s (namespace demo: Deployment, Service and CustomAutoscaler digits)\n", predict)

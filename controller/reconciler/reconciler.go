@@ -101,8 +101,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		in.LastScaleTime = status.LastScaleTime.Time
 	}
 	d := rules.Evaluate(in)
-	r.metrics.decisions.WithLabelValues(ca.Namespace, ca.Name, d.Action).Inc()
-	r.metrics.desired.WithLabelValues(ca.Namespace, ca.Name).Set(float64(d.To))
+	r.metrics.observe(ca, obs, in.Aggregates, d)
 	status.Recommendations, status.IdleSince = d.Recommendations, d.IdleSince
 	status.DesiredReplicas = d.To
 	set(status, ca.Generation, CondScalingActive, d.To > 0 && len(d.Values) > 0, scalingActiveReason(d), d.Reason)
@@ -139,6 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
+		r.metrics.failed(ca, errUpdateStatus)
 		return ctrl.Result{}, err
 	}
 	if ca.Spec.DryRun {
@@ -150,6 +150,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return r.scaleFailed(ctx, ca, err)
 	}
 	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
+	r.metrics.scaled(ca, d)
 	r.announce(ctx, ca, d)
 	return result, nil
 }
@@ -166,6 +167,7 @@ func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, st
 		return r.scaleFailed(ctx, ca, err)
 	}
 	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
+	r.metrics.scaled(ca, d)
 	orig := ca.DeepCopy()
 	ca.Status = *status
 	err := r.client.Status().Patch(ctx, ca, client.MergeFrom(orig))
@@ -174,6 +176,7 @@ func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, st
 	// which would hide this wake under the decision before it.
 	r.announce(ctx, ca, d)
 	if err != nil {
+		r.metrics.failed(ca, errUpdateStatus)
 		return ctrl.Result{}, fmt.Errorf("recording the activation: %w", err)
 	}
 	return result, nil
@@ -197,6 +200,7 @@ func (r *Reconciler) observe(ctx context.Context, ca *v1alpha1.CustomAutoscaler,
 		set(status, gen, CondScalingActive, false, "FailedGetScale", "holding: the target's scale cannot be read")
 		setReady(status, gen, false)
 		r.warnOnce(ca, CondAbleToScale, "FailedGetScale", err.Error())
+		r.metrics.failed(ca, errGetScale)
 		return obs, true
 	}
 	obs.scale = scale
@@ -213,12 +217,14 @@ func (r *Reconciler) observe(ctx context.Context, ca *v1alpha1.CustomAutoscaler,
 		set(status, gen, CondMetricsAvailable, false, "InvalidSelector", msg)
 		set(status, gen, CondScalingActive, false, "InvalidSelector", "holding: "+msg)
 		setReady(status, gen, false)
+		r.metrics.failed(ca, errSelector)
 		return obs, true
 	}
 	pods := &corev1.PodList{}
 	if err := r.client.List(ctx, pods, client.InNamespace(ca.Namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
 		set(status, gen, CondScalingActive, false, "FailedListPods", err.Error())
 		setReady(status, gen, false)
+		r.metrics.failed(ca, errListPods)
 		return obs, true
 	}
 	for _, p := range pods.Items {
@@ -233,6 +239,7 @@ func (r *Reconciler) observe(ctx context.Context, ca *v1alpha1.CustomAutoscaler,
 		set(status, gen, CondScalingActive, false, "RedisUnavailable", msg)
 		setReady(status, gen, false)
 		r.warnOnce(ca, CondMetricsAvailable, "RedisUnavailable", msg)
+		r.metrics.failed(ca, errRedis)
 		return obs, true
 	}
 	if err := r.store.SaveRules(ctx, ca); err != nil {
@@ -303,6 +310,7 @@ func (r *Reconciler) scaleFailed(ctx context.Context, ca *v1alpha1.CustomAutosca
 	if apierrors.IsConflict(err) {
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
+	r.metrics.failed(ca, errUpdateScale)
 	r.recorder.Eventf(ca, nil, corev1.EventTypeWarning, "FailedScale", "Scale", "%v", err)
 	fresh := &v1alpha1.CustomAutoscaler{}
 	if getErr := r.client.Get(ctx, client.ObjectKeyFromObject(ca), fresh); getErr != nil {
@@ -324,6 +332,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, ca *v1alpha1.CustomAutosca
 		if apierrors.IsConflict(err) {
 			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
+		r.metrics.failed(ca, errUpdateStatus)
 		return ctrl.Result{}, err
 	}
 	return result, nil
@@ -348,6 +357,7 @@ func (r *Reconciler) finalize(ctx context.Context, ca *v1alpha1.CustomAutoscaler
 	if err := r.client.Update(ctx, ca); err != nil {
 		return fmt.Errorf("removing finalizer: %w", err)
 	}
+	r.metrics.forget(ca.Namespace, ca.Name)
 	logf.FromContext(ctx).Info("deleted mirrored rules")
 	return nil
 }

@@ -165,6 +165,7 @@ func (a *Activator) route(key routeKey) *route {
 	if r == nil {
 		r = &route{key: key, gauge: a.metrics.held.WithLabelValues(key.environment, key.name)}
 		a.routes[key] = r
+		a.metrics.initRoute(key)
 	}
 	return r
 }
@@ -233,7 +234,10 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 	log := a.cfg.Log.With("environment", r.key.environment, "route", r.key.name)
 	log.Info("holding requests for a route without a ready endpoint; waking its target")
 	namespace, name, _ := strings.Cut(r.key.name, "/")
-	go a.renew(ctx, log, namespace, name, r.key)
+	start := time.Now()
+	told := make(chan time.Time, 1)
+	go a.renew(ctx, log, namespace, name, r.key, told)
+	first := true
 	for {
 		err := a.cfg.Ready(ctx, r.key.environment, r.key.name)
 		if ctx.Err() != nil {
@@ -246,10 +250,35 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 			}
 			continue
 		}
-		if a.release(ctx, r) {
+		ready := time.Now()
+		done := a.release(ctx, r)
+		if first {
+			first = false
+			a.observeColdStart(r.key, start, told, ready, time.Now())
+		}
+		if done {
 			return
 		}
 	}
+}
+
+// observeColdStart records a wake's duration and stages; the wake stage is
+// missing when the target was not told before the route got ready (it was
+// woken by someone else, or is being scaled up anyway).
+func (a *Activator) observeColdStart(key routeKey, start time.Time, told <-chan time.Time, ready, released time.Time) {
+	env, route := key.environment, key.name
+	a.metrics.coldStart.WithLabelValues(env, route).Observe(released.Sub(start).Seconds())
+	readyFrom := start
+	select {
+	case t := <-told:
+		if t.Before(ready) {
+			a.metrics.stage.WithLabelValues(env, route, stageWake).Observe(t.Sub(start).Seconds())
+			readyFrom = t
+		}
+	default:
+	}
+	a.metrics.stage.WithLabelValues(env, route, stageReady).Observe(ready.Sub(readyFrom).Seconds())
+	a.metrics.stage.WithLabelValues(env, route, stageRelease).Observe(released.Sub(ready).Seconds())
 }
 
 // release answers CONTINUE to every held request in arrival order; true
@@ -267,7 +296,7 @@ func (a *Activator) release(ctx context.Context, r *route) bool {
 		}})
 		h.sent <- err
 		a.metrics.released.WithLabelValues(r.key.environment, r.key.name).Inc()
-		a.metrics.heldSeconds.Observe(now.Sub(h.arrived).Seconds())
+		a.metrics.heldSeconds.WithLabelValues(r.key.environment, r.key.name).Observe(now.Sub(h.arrived).Seconds())
 	}
 	if len(batch) > 0 {
 		a.cfg.Log.Info("route ready; released held requests", "environment", r.key.environment, "route", r.key.name,
@@ -284,8 +313,10 @@ func (a *Activator) release(ctx context.Context, r *route) bool {
 }
 
 // renew stamps the activation now and every renew interval until ctx ends;
-// a failed stamp is retried sooner.
-func (a *Activator) renew(ctx context.Context, log *slog.Logger, namespace, name string, key routeKey) {
+// a failed stamp is retried sooner. The time of the first stamp written
+// goes to told.
+func (a *Activator) renew(ctx context.Context, log *slog.Logger, namespace, name string, key routeKey, told chan<- time.Time) {
+	first := true
 	for {
 		wait := a.cfg.RenewInterval
 		callCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -300,6 +331,10 @@ func (a *Activator) renew(ctx context.Context, log *slog.Logger, namespace, name
 			wait = min(wait, 500*time.Millisecond)
 		default:
 			a.metrics.wakes.WithLabelValues(key.environment, key.name).Inc()
+			if first {
+				first = false
+				told <- time.Now()
+			}
 		}
 		if !sleep(ctx, wait) {
 			return

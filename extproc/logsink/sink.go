@@ -109,6 +109,9 @@ type Sink struct {
 	written, spilled, dropped, writeErrors, truncated atomic.Int64
 	rejected                                          *prometheus.CounterVec
 	rejectedTotal                                     atomic.Int64
+	// lastWrite is when a batch was last written and writeLag how old its
+	// oldest row was then, in Unix and plain nanoseconds.
+	lastWrite, writeLag atomic.Int64
 
 	mu           sync.Mutex
 	open         []Row
@@ -172,6 +175,9 @@ func New(pool *pgxpool.Pool, cfg Config, reg prometheus.Registerer, log *slog.Lo
 		Name: "nemesis_proxy_logs_rows_pending", Help: "Proxy log rows accepted and not yet written.",
 	}, func() float64 { return float64(s.Stats().Pending) })); err != nil {
 		return nil, fmt.Errorf("registering pending gauge: %w", err)
+	}
+	if err := registerLag(reg, s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -448,4 +454,36 @@ func (s *Sink) writeRetrying(ctx context.Context, b *batch) bool {
 		}
 		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// noteWrite records when rows were written and how long the oldest of them
+// waited since its request started.
+func (s *Sink) noteWrite(rows []Row, now time.Time) {
+	oldest := now
+	for _, r := range rows {
+		if r.Timestamp.Before(oldest) {
+			oldest = r.Timestamp
+		}
+	}
+	s.lastWrite.Store(now.UnixNano())
+	s.writeLag.Store(int64(now.Sub(oldest)))
+}
+
+// registerLag registers the gauges of the sink's write lag.
+func registerLag(reg prometheus.Registerer, s *Sink) error {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nemesis_proxy_logs_last_write_timestamp_seconds",
+			Help: "Unix time of the last batch of proxy log rows written (0 before the first).",
+		}, func() float64 { return float64(s.lastWrite.Load()) / 1e9 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "nemesis_proxy_logs_write_lag_seconds",
+			Help: "How long the oldest row of the last batch written waited, from its request's start to its write.",
+		}, func() float64 { return time.Duration(s.writeLag.Load()).Seconds() }),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("registering write lag gauges: %w", err)
+		}
+	}
+	return nil
 }

@@ -45,6 +45,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		return fmt.Errorf("writing batch %s of %d rows: %w", b.ID, b.count(), err)
 	}
 	s.written.Add(copied)
+	s.noteWrite(b.Rows, time.Now())
 	for _, rj := range refused {
 		s.reject(rj, b.ID.String())
 	}

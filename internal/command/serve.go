@@ -80,6 +80,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	}
 
 	reg := httpserver.NewRegistry()
+	reg.MustRegister(cp.Server.Collector())
 	activations := activation.NewLocal()
 	autoscaling, err := controller.New(c.autoscalingFlags.config(kubeCfg, activations), reg, log)
 	if err != nil {

@@ -108,6 +108,9 @@ func New(cfg Config) (*Pusher, error) {
 			Help: "POSTs to the controller that failed and were retried.",
 		}),
 	}
+	for _, reason := range []string{"buffer_full", "rejected"} {
+		p.dropped.WithLabelValues(reason) // at zero, so that rate() sees the first
+	}
 	if cfg.Registerer != nil {
 		buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "nemesis_sidecar_push_buffered_samples",

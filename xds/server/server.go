@@ -87,9 +87,13 @@ type Server struct {
 	// snapshot connects, so one can be built for it.
 	newEnvironment func(environment string)
 
+	metrics *metrics
+
 	mu      sync.Mutex
 	streams map[int64]*stream
 	changed chan struct{} // closed and replaced on every ACK, NACK or disconnect
+	// versions are the environments' current snapshot versions.
+	versions map[string]string
 }
 
 // New returns a server; newEnvironment is called (without locks held) for
@@ -99,8 +103,10 @@ func New(log *slog.Logger, newEnvironment func(environment string)) *Server {
 		log:            log,
 		cache:          cachev3.NewSnapshotCache(true, environmentHash{}, nil),
 		newEnvironment: newEnvironment,
+		metrics:        newMetrics(),
 		streams:        map[int64]*stream{},
 		changed:        make(chan struct{}),
+		versions:       map[string]string{},
 	}
 }
 
@@ -117,6 +123,13 @@ func (s *Server) SetSnapshot(ctx context.Context, environment, version string, r
 	if err := s.cache.SetSnapshot(ctx, environment, snap); err != nil {
 		return fmt.Errorf("setting snapshot %s of %q: %w", version, environment, err)
 	}
+	s.mu.Lock()
+	s.versions[environment] = version
+	s.mu.Unlock()
+	s.metrics.snapshots.WithLabelValues(environment).Inc()
+	// At zero from the first snapshot on, so that rate() sees the first.
+	s.metrics.acks.WithLabelValues(environment)
+	s.metrics.nacks.WithLabelValues(environment)
 	return nil
 }
 
@@ -266,7 +279,11 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		}
 		s.log.Warn("envoy rejected configuration", "node", st.node, "environment", st.environment,
 			"version", st.lastNack.Version, "type", req.GetTypeUrl(), "err", st.lastNack.Message)
+		s.metrics.nacks.WithLabelValues(st.environment).Inc()
 	default:
+		if req.GetResponseNonce() != "" {
+			s.metrics.acks.WithLabelValues(st.environment).Inc()
+		}
 		// An ACK, or a subscription carrying the version Envoy already has
 		// ("" when it has none): either way, what this type now runs.
 		st.acked[req.GetTypeUrl()] = req.GetVersionInfo()

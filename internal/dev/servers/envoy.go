@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"sigs.k8s.io/yaml"
 )
 
 // EnvoyConfig says how to start one Envoy.
@@ -30,6 +32,9 @@ type EnvoyConfig struct {
 	Cluster string
 	// LogLevel defaults to "info".
 	LogLevel string
+	// Overlay is more bootstrap, as YAML, merged over the file the way
+	// the manifests' --config-yaml is (their stats listener).
+	Overlay string
 }
 
 // Envoy is a running Envoy.
@@ -49,12 +54,24 @@ func StartEnvoy(ctx context.Context, cfg EnvoyConfig) (*Envoy, error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	// Envoy takes one --config-yaml: the admin address joins the overlay.
+	overlay := map[string]any{}
+	if cfg.Overlay != "" {
+		if err := yaml.Unmarshal([]byte(cfg.Overlay), &overlay); err != nil {
+			return nil, fmt.Errorf("parsing the envoy overlay: %w", err)
+		}
+	}
+	overlay["admin"] = map[string]any{"address": map[string]any{"socket_address": map[string]any{"address": "127.0.0.1", "port_value": cfg.AdminPort}}}
+	overlayJSON, err := json.Marshal(overlay)
+	if err != nil {
+		return nil, fmt.Errorf("writing the envoy overlay: %w", err)
+	}
 	args := []string{
 		"-c", cfg.Bootstrap,
 		// Several Envoys share this machine: no hot-restart shared memory.
 		"--disable-hot-restart",
 		"--log-level", cfg.LogLevel,
-		"--config-yaml", fmt.Sprintf(`{admin: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}`, cfg.AdminPort),
+		"--config-yaml", string(overlayJSON),
 	}
 	if cfg.NodeID != "" {
 		args = append(args, "--service-node", cfg.NodeID)

@@ -1,5 +1,5 @@
-// Package servers runs Nemesis's real dependencies (PostgreSQL, Redis, Envoy)
-// as child processes on loopback, and network namespaces standing in for
+// Package servers runs Nemesis's real dependencies (PostgreSQL, Redis, Envoy,
+// Prometheus) as child processes on loopback, and network namespaces standing in for
 // pods, for tests and for `nemesis-dev dev`.
 package servers
 
