@@ -9,7 +9,7 @@ CONTROLLER_GEN := $(TOOLS)/controller-gen
 
 export NEMESIS_TOOLS_BIN := $(TOOLS)
 
-.PHONY: all tools build generate check-generated lint check-rules test fuzz run bench clean
+.PHONY: all tools build generate check-generated lint check-rules test test-cluster fuzz images cluster cluster-down run bench clean
 
 all: build
 
@@ -53,9 +53,9 @@ check-rules: tools
 		grep -q "alertname: $$alert$$" $(RULES)/rules_test.yaml || { echo "alert $$alert has no unit test in $(RULES)/rules_test.yaml"; exit 1; }; \
 		grep -q "^## $$alert$$" docs/runbooks.md || { echo "alert $$alert has no runbook in docs/runbooks.md"; exit 1; }; done
 
-## test: everything above, then every test (with the race detector but in tests/).
-test: check-generated lint check-rules
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$)
+## test: everything above, then every test (with the race detector but in tests/), then tests/cluster on a real node.
+test: check-generated lint check-rules images
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v -e /sidecar/meter -e /tests$$ -e /tests/cluster)
 	@# The end-to-end flows run alone and without the race detector: what they
 	@# time (a wake from zero) is the built binaries' work, not the
 	@# instrumentation's or another package's. Every package they drive runs
@@ -64,6 +64,9 @@ test: check-generated lint check-rules
 	@# Alone: its tests check that a child burning one core reads as one core,
 	@# which only holds while no other test package competes for the CPU.
 	$(GO) test -race -count=1 -timeout 5m ./sidecar/meter
+	@# manifests-dev on a real single-node cluster (hack/cluster), with the
+	@# images just built: one node per machine, so alone.
+	$(GO) test -count=1 -timeout 20m ./tests/cluster
 	@# Every fuzz target briefly; their seed corpora already ran above.
 	FUZZTIME=5s bash hack/fuzz.sh
 
@@ -71,12 +74,30 @@ test: check-generated lint check-rules
 fuzz:
 	FUZZTIME=$${FUZZTIME:-2m} bash hack/fuzz.sh
 
+## images: build the images of manifests/ and the test node offline into bin/images (hack/images.sh).
+images: tools
+	@bash hack/images.sh
+
+## cluster: start a single-node Kubernetes cluster here with the images loaded; Ctrl-C removes it.
+cluster: images
+	@bash hack/cluster/cluster.sh up
+
+## cluster-down: remove the node of make cluster or of a test that could not (hack/cluster/cluster.sh).
+cluster-down:
+	@bash hack/cluster/cluster.sh down
+
+## test-cluster: apply manifests/ on a real node and test them end to end (tests/cluster).
+test-cluster: images
+	$(GO) test -count=1 -timeout 30m -v ./tests/cluster
+
 ## run: start the whole stack on this machine and print where it listens.
+# The venv of make tools comes first in PATH: the protocol demos run its
+# Python (manifests/demo/protocols.yaml).
 run: tools build
-	bin/nemesis-dev dev
+	PATH="$(CURDIR)/.tools/venv/bin:$$PATH" bin/nemesis-dev dev
 
 ## bench: run the benchmarks under bench/.
-bench: tools build
+bench: tools build images
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/...
 
 clean:

@@ -38,6 +38,8 @@ type Config struct {
 	LeaderElectionNamespace string
 	// Activations are the wakes of this process's activator.
 	Activations *activation.Local
+	// Decisions, when set, receives the decision record.
+	Decisions reconciler.DecisionRecorder
 }
 
 // Autoscaling is POST /metrics and the controller, sharing one Redis client.
@@ -67,6 +69,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Autoscaling,
 	a.mgr, err = reconciler.NewManager(cfg.Kube, reconciler.Options{
 		Store: a.store, Registerer: reg, Log: logr.FromSlogHandler(log.Handler()).WithName("controller"),
 		LeaderElection: true, LeaderElectionNamespace: cfg.LeaderElectionNamespace, Activations: cfg.Activations,
+		Decisions: cfg.Decisions,
 	})
 	if err != nil {
 		return nil, err

@@ -110,8 +110,13 @@ func TestASampleArrivesEveryInterval(t *testing.T) {
 	rcv := pushtest.Start(t, "s3cret")
 	sc := startSidecar(t, Config{Model: model, Controller: rcv.URL(), Token: "s3cret"})
 
+	// The sidecar's timing lies between the model's own 50 ms and what the
+	// client saw, which adds the hop and the machine's load on top.
+	var slowest time.Duration
 	for range 10 {
+		start := time.Now()
 		get(t, sc.pod+"/v1/models/resnet:predict")
+		slowest = max(slowest, time.Since(start))
 	}
 	got := rcv.WaitFor(5, 10*time.Second)
 	checkEveryInterval(t, got)
@@ -124,8 +129,9 @@ func TestASampleArrivesEveryInterval(t *testing.T) {
 			t.Fatalf("sample %+v has no memory: this test process is metered", s)
 		}
 		requests += s.RequestCount
-		if s.RequestCount > 0 && (s.AverageResponseTime < 50 || s.AverageResponseTime > 55) {
-			t.Fatalf("average response time %.1f ms, want within 10%% of the model's 50 ms", s.AverageResponseTime)
+		if ceiling := float64(slowest) / float64(time.Millisecond); s.RequestCount > 0 &&
+			(s.AverageResponseTime < 50 || s.AverageResponseTime > ceiling) {
+			t.Fatalf("average response time %.1f ms, want between the model's 50 ms and the client's slowest %.1f ms", s.AverageResponseTime, ceiling)
 		}
 	}
 	if requests != 10 {
@@ -166,9 +172,10 @@ func TestReadyFollowsTheModelsHealth(t *testing.T) {
 	healthy.Store(http.StatusServiceUnavailable)
 	sc := startSidecar(t, Config{Model: startModel(t, 0, &healthy), ModelHealthPath: "/health"})
 
+	// /ready names the failed check, never its error text.
 	body := waitStatus(t, sc.admin+"/ready", http.StatusServiceUnavailable)
-	if !strings.Contains(body, "answered 503") {
-		t.Fatalf("/ready says %s, want the model's answer", body)
+	if !strings.Contains(body, `"failed":["model"]`) || strings.Contains(body, "503") {
+		t.Fatalf("/ready says %s, want the failed check named and nothing more", body)
 	}
 	healthy.Store(http.StatusOK)
 	waitStatus(t, sc.admin+"/ready", http.StatusOK)
@@ -189,7 +196,7 @@ func TestReadyWithoutHealthPathChecksTheModelPort(t *testing.T) {
 	up := startSidecar(t, Config{Model: model})
 	notUp := startSidecar(t, Config{Model: down})
 	waitStatus(t, up.admin+"/ready", http.StatusOK)
-	if body := waitStatus(t, notUp.admin+"/ready", http.StatusServiceUnavailable); !strings.Contains(body, "connection refused") {
-		t.Fatalf("/ready says %s, want the refused connection", body)
+	if body := waitStatus(t, notUp.admin+"/ready", http.StatusServiceUnavailable); !strings.Contains(body, `"failed":["model"]`) {
+		t.Fatalf("/ready says %s, want the model check named", body)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/testing/fakekubelet"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
@@ -75,6 +76,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		}
 		s.waitScaledEvents(m, "INCREASE_INSTANCES 0 → 1: activation", 1)
 		s.waitScaledSince(m.Name(), first)
+		s.checkWakeRecord(m.Name(), results, 50)
 		released = s.metric(`nemesis_activator_released_total{environment="` + s.env + `",route="` + m.Key().String() + `"}`)
 		if released != 50 {
 			t.Errorf("released %v, want 50", released)
@@ -172,7 +174,7 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 func (s *stack) model(cfg fakekubelet.Config) *fakekubelet.Model {
 	s.t.Helper()
 	cfg.Kube, cfg.KubeConfig = s.kube, testenv.Kube(s.t)
-	cfg.Namespace, cfg.Environment, cfg.MetricsURL = s.namespace, s.env, s.apiURL
+	cfg.Namespace, cfg.Environment, cfg.MetricsURL, cfg.MetricsToken = s.namespace, s.env, s.apiURL, metricsToken
 	return fakekubelet.Start(s.t, cfg)
 }
 
@@ -336,7 +338,7 @@ func envoyStat(t *testing.T, e *servers.Envoy, name string) int {
 // absent.
 func (s *stack) metric(series string) float64 {
 	s.t.Helper()
-	code, body := s.request(http.MethodGet, "/metrics", "", "")
+	code, body := s.request(http.MethodGet, "/metrics", "", readToken)
 	if code != http.StatusOK {
 		s.t.Fatalf("GET /metrics: %d", code)
 	}
@@ -350,4 +352,49 @@ func (s *stack) metric(series string) float64 {
 		}
 	}
 	return 0
+}
+
+// checkWakeRecord checks the decision record of the model's one wake: its
+// stages in order, the requests it held, and its span from the first held
+// request to the release against the first request's measured hold.
+func (s *stack) checkWakeRecord(name string, results []result, held int) {
+	s.t.Helper()
+	var raw string
+	testenv.Eventually(s.t, 10*time.Second, "the wake's stages recorded", func() error {
+		rows := 0
+		testenv.QueryRow(s.t, s.dbURL, fmt.Sprintf(`SELECT count(*), coalesce(max(wake::text), '') FROM scaling_decisions
+			WHERE namespace = '%s' AND name = '%s' AND wake ? 'released'`, s.namespace, name), &rows, &raw)
+		if rows != 1 {
+			return fmt.Errorf("%d wake records with a release", rows)
+		}
+		return nil
+	})
+	var w decisions.Wake
+	if err := json.Unmarshal([]byte(raw), &w); err != nil {
+		s.t.Fatal(err)
+	}
+	stages := []time.Time{w.RequestHeld, w.Decided, w.ScaleWritten, w.EndpointAcked, w.Released}
+	for i := 1; i < len(stages); i++ {
+		if stages[i].Before(stages[i-1]) {
+			s.t.Errorf("wake stages out of order: %+v", w)
+		}
+	}
+	if w.HeldRequests != held {
+		s.t.Errorf("wake held %d requests, want %d", w.HeldRequests, held)
+	}
+	first := results[0]
+	for _, r := range results {
+		if r.sent.Before(first.sent) {
+			first = r
+		}
+	}
+	span := w.Released.Sub(w.RequestHeld)
+	s.t.Logf("wake stages: held→decided %s, →scale written %s, →endpoint ACKed %s, →released %s; span %s, first request's measured hold %s",
+		w.Decided.Sub(w.RequestHeld).Round(time.Millisecond), w.ScaleWritten.Sub(w.Decided).Round(time.Millisecond),
+		w.EndpointAcked.Sub(w.ScaleWritten).Round(time.Millisecond), w.Released.Sub(w.EndpointAcked).Round(time.Millisecond),
+		span.Round(time.Millisecond), first.held().Round(time.Millisecond))
+	// The hold as the client measures it adds Envoy's hops on both sides.
+	if diff := first.held() - span; diff < 0 || diff > 250*time.Millisecond {
+		s.t.Errorf("the stages span %s, the first request was held %s", span, first.held())
+	}
 }

@@ -159,7 +159,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 	s := newStack(t)
 	s.mustPut("random", 10, 5)
 	history := func() string {
-		_, body := s.request(http.MethodGet, "/loadbalancer/settings/history?environment="+s.env, "", "")
+		_, body := s.request(http.MethodGet, "/loadbalancer/settings/history?environment="+s.env, "", readToken)
 		return body
 	}
 	before := history()
@@ -186,6 +186,12 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"zero timeout":           {valid("timeout_seconds", "0"), "timeout_seconds"},
 		"timeout over an hour":   {valid("timeout_seconds", "3601"), "timeout_seconds"},
 		"missing timeout":        {valid("timeout_seconds", ""), "timeout_seconds"},
+		"negative retries":       {valid("retry_attempts", "-1"), "retry_attempts"},
+		"eleven retries":         {valid("retry_attempts", "11"), "retry_attempts"},
+		"zero retry budget":      {valid("retry_budget_percent", "0"), "retry_budget_percent"},
+		"retry budget over 100":  {valid("retry_budget_percent", "101"), "retry_budget_percent"},
+		"zero stream idle":       {valid("stream_idle_timeout_seconds", "0"), "stream_idle_timeout_seconds"},
+		"stream idle over 1 h":   {valid("stream_idle_timeout_seconds", "3601"), "stream_idle_timeout_seconds"},
 		"environment with caps":  {valid("environment", `"Prod"`), "environment"},
 		"environment too long":   {valid("environment", `"`+strings.Repeat("a", 51)+`"`), "environment"},
 		"null environment":       {valid("environment", "null"), "environment"},
@@ -258,7 +264,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"/loadbalancer/settings/history?limit=1&limit=2": "limit",
 		"/loadbalancer/settings?env=prod":                "env",
 	} {
-		code, body := s.request(http.MethodGet, query, "", "")
+		code, body := s.request(http.MethodGet, query, "", readToken)
 		if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
 			t.Errorf("GET %s: %d %s, want 400 naming %s", query, code, body, field)
 		}
@@ -279,7 +285,7 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 
 func TestGetSettingsShowsDefaultsThenStored(t *testing.T) {
 	s := newStack(t)
-	code, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	code, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got := decode[map[string]any](t, body)
 	if code != http.StatusOK || got["default"] != true || got["policy"] != "round_robin" ||
 		got["max_connections"] != float64(1024) || got["timeout_seconds"] != float64(15) {
@@ -291,12 +297,12 @@ func TestGetSettingsShowsDefaultsThenStored(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("PUT 60.0 and 2e1: %d %s", code, body)
 	}
-	_, body = s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	_, body = s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got = decode[map[string]any](t, body)
 	if got["policy"] != "random" || got["max_connections"] != float64(60) || got["timeout_seconds"] != float64(20) || got["default"] != nil {
 		t.Fatalf("current: %s", body)
 	}
-	_, body = s.request(http.MethodGet, "/loadbalancer/settings/history?limit=5&environment="+s.env, "", "")
+	_, body = s.request(http.MethodGet, "/loadbalancer/settings/history?limit=5&environment="+s.env, "", readToken)
 	hist := decode[[]map[string]any](t, body)
 	if len(hist) != 2 || hist[0]["policy"] != "random" || hist[1]["policy"] != "least_connections" {
 		t.Fatalf("history: %s", body)
@@ -312,7 +318,7 @@ func TestStatusListsEnvoysAndAckedVersions(t *testing.T) {
 	s.startEnvoy()
 	s.startEnvoy()
 	s.mustPut("random", 10, 5)
-	_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
+	_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
 	status := decode[struct {
 		Environments map[string][]struct {
 			Node         string `json:"node"`

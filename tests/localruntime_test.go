@@ -153,7 +153,7 @@ func (s *stack) startRuntime(log *slog.Logger) {
 	s.t.Helper()
 	rt, err := localruntime.New(localruntime.Config{
 		Kube: testenv.Kube(s.t), Node: "e2e-" + strconv.Itoa(testenv.Port(s.t)), Namespace: s.namespace,
-		Dir: testenv.Dir(s.t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: token,
+		Dir: testenv.Dir(s.t, "pods"), Nemesis: nemesisBin, Controller: s.apiURL, ControllerToken: metricsToken,
 		EndpointDelay: time.Second, Log: log,
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,11 +24,16 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
-// The identity manifests/rbac/binding.yaml gives the control plane.
-const serviceAccount = "system:serviceaccount:nemesis-system:nemesis"
+// The identities manifests/rbac/binding.yaml gives the control plane and
+// certgen/rbac.yaml the certgen Job.
+const (
+	serviceAccount        = "system:serviceaccount:nemesis-system:nemesis"
+	certgenServiceAccount = "system:serviceaccount:nemesis-system:nemesis-certgen"
+)
 
 // TestManifestsApply applies manifests/ as `kubectl apply -k` would, with
 // strict field validation, and the examples beside it as a dry run: the API
@@ -110,6 +116,38 @@ func TestControlPlaneRunsWithItsRole(t *testing.T) {
 	}
 	if bytes.Contains(bytes.ToLower(log), []byte("forbidden")) {
 		t.Fatalf("serve was refused something by RBAC:\n%s", log)
+	}
+}
+
+// TestCertgenWritesSecretsWithItsRole runs nemesis certgen as the Job's
+// service account, twice (the second run rotates): its role lets it write
+// the Secrets the control plane and the Envoys mount, and nothing forbids it.
+func TestCertgenWritesSecretsWithItsRole(t *testing.T) {
+	c := testenv.KubeClient(t)
+	applyManifests(t, c)
+	kubeconfig := testenv.KubeConfigFileAs(t, certgenServiceAccount)
+	var first []byte
+	for run := range 2 {
+		out, err := exec.CommandContext(t.Context(), nemesisBin, "certgen", "--kubeconfig", kubeconfig,
+			"--namespace", "nemesis-system", "--environments", "default,staging").CombinedOutput()
+		if err != nil {
+			t.Fatalf("certgen run %d: %v\n%s", run, err, out)
+		}
+		for _, name := range []string{"nemesis-serve-tls", "nemesis-envoy-default-tls", "nemesis-envoy-staging-tls"} {
+			var s corev1.Secret
+			if err := c.Get(t.Context(), client.ObjectKey{Namespace: "nemesis-system", Name: name}, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Type != corev1.SecretTypeTLS || len(s.Data["ca.crt"]) == 0 || len(s.Data["tls.crt"]) == 0 || len(s.Data["tls.key"]) == 0 {
+				t.Fatalf("secret %s: type %s, keys %v", name, s.Type, len(s.Data))
+			}
+			if name == "nemesis-serve-tls" {
+				if run == 1 && bytes.Equal(first, s.Data["tls.crt"]) {
+					t.Fatal("the second run did not replace serve's pair")
+				}
+				first = s.Data["tls.crt"]
+			}
+		}
 	}
 }
 
@@ -219,7 +257,8 @@ func TestEnvoyManifestServesItsStatsAlone(t *testing.T) {
 	admin, stats := testenv.Port(t), testenv.Port(t)
 	overlay = strings.NewReplacer("port_value: 9901", fmt.Sprintf("port_value: %d", admin),
 		"port_value: 9902", fmt.Sprintf("port_value: %d", stats)).Replace(overlay)
-	testenv.ProjectEnvoy(t, s.xdsAddr, servers.EnvoyConfig{NodeID: "stats", Cluster: s.env, AdminPort: admin, Overlay: overlay})
+	testenv.ProjectEnvoy(t, s.xdsAddr, servers.EnvoyConfig{NodeID: "stats", Cluster: s.env, AdminPort: admin, Overlay: overlay,
+		TLSDir: filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env))})
 	base := fmt.Sprintf("http://127.0.0.1:%d", stats)
 	code, body, err := get(http.DefaultClient, base+"/stats/prometheus")
 	if err != nil || code != http.StatusOK || !strings.Contains(body, "envoy_server_live") {

@@ -32,6 +32,8 @@ const (
 // the document from serve's own /openapi.json, and fails on any failure or
 // on an operation of the document it did not test.
 func TestServeAnswersAsItsOpenAPIDocumentSays(t *testing.T) {
+	// token also gets the metrics-ingest scope (a token granted twice has
+	// the union), so that one header reaches every operation.
 	s := newStack(t, "--metrics-token", token)
 	// Rows for /proxy/logs: more than a page, so the Link header is there.
 	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs

@@ -74,7 +74,7 @@ func TestPrometheusScrapesTheStack(t *testing.T) {
 	stopLoad := s.load(url, 4)
 	defer stopLoad()
 
-	if code, body := s.request(http.MethodGet, "/proxy/logs?limit=1", "", ""); code != http.StatusOK { // for its counter
+	if code, body := s.request(http.MethodGet, "/proxy/logs?limit=1", "", readToken); code != http.StatusOK { // for its counter
 		t.Fatalf("GET /proxy/logs: %d %s", code, body)
 	}
 	t.Run("documented metrics are exported", func(t *testing.T) { s.checkDocumentedMetrics(t) })
@@ -165,7 +165,7 @@ func (s *stack) startPrometheus(envoy *servers.Envoy) testProm {
 		Dir: dir, Port: testenv.Port(s.t), Interval: time.Second, Rules: []string{testRules(s.t, dir)},
 		SidecarTargets: targets,
 		Targets: []servers.ScrapeTarget{
-			{Job: "nemesis", Address: s.serveListen},
+			{Job: "nemesis", Address: s.serveListen, BearerToken: readToken},
 			{Job: "envoy", Address: strings.TrimPrefix(envoy.AdminURL(), "http://"), Path: "/stats/prometheus"},
 		},
 	})
@@ -365,7 +365,13 @@ func (s *stack) checkDocumentedMetrics(t *testing.T) {
 // series on a /metrics page.
 func families(t *testing.T, url string) map[string]bool {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// serve's /metrics needs the read scope; the sidecar's ignores it.
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

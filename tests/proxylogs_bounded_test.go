@@ -36,7 +36,7 @@ func TestSlowLogQueriesLeaveReadinessAndWritersAlone(t *testing.T) {
 	start := time.Now()
 	for range 30 {
 		wg.Go(func() {
-			code, body := s.request(http.MethodGet, slow, "", "")
+			code, body := s.request(http.MethodGet, slow, "", readToken)
 			switch code {
 			case http.StatusOK:
 				answered.Add(1)
@@ -80,7 +80,7 @@ func TestSlowLogQueriesLeaveReadinessAndWritersAlone(t *testing.T) {
 	for query, field := range map[string]string{
 		"min_latency_ms=3000000000": "min_latency_ms", "limit=99999999999999999999": "limit", "status=99999999999": "status",
 	} {
-		code, body := s.request(http.MethodGet, "/proxy/logs?"+query, "", "")
+		code, body := s.request(http.MethodGet, "/proxy/logs?"+query, "", readToken)
 		if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
 			t.Errorf("%s: %d %s, want 400 naming %s", query, code, body, field)
 		}

@@ -21,8 +21,9 @@ import (
 )
 
 // loneEnvoyBootstrap is an Envoy that answers every request itself and
-// streams its access log to nemesis serve; it needs no xDS, so it can name
-// an environment the control plane would never configure.
+// streams its access log to nemesis serve, showing the client pair in
+// TLS_DIR; it needs no xDS, so it can name an environment the control plane
+// would never configure.
 const loneEnvoyBootstrap = `
 static_resources:
   listeners:
@@ -60,6 +61,18 @@ static_resources:
         envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
           "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
           explicit_http_config: {http2_protocol_options: {}}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          sni: nemesis
+          common_tls_context:
+            alpn_protocols: [h2]
+            tls_certificates:
+              - certificate_chain: {filename: TLS_DIR/tls.crt}
+                private_key: {filename: TLS_DIR/tls.key}
+            validation_context:
+              trusted_ca: {filename: TLS_DIR/ca.crt}
       load_assignment:
         cluster_name: nemesis
         endpoints:
@@ -67,15 +80,16 @@ static_resources:
               - endpoint: {address: {socket_address: {address: %s, port_value: %s}}}
 `
 
-// startLoneEnvoy starts an Envoy of environment cluster on loneEnvoyBootstrap
-// and returns its base URL.
+// startLoneEnvoy starts an Envoy of environment cluster, with that
+// environment's client pair, on loneEnvoyBootstrap and returns its base URL.
 func (s *stack) startLoneEnvoy(cluster string) string {
 	s.t.Helper()
 	port := testenv.Port(s.t)
 	host, xdsPort, _ := strings.Cut(s.xdsAddr, ":")
 	dir := testenv.Dir(s.t, "lone-envoy")
 	bootstrap := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(bootstrap, fmt.Appendf(nil, loneEnvoyBootstrap, port, host, xdsPort), 0o644); err != nil {
+	config := strings.ReplaceAll(loneEnvoyBootstrap, "TLS_DIR", s.tls.Client(s.t, cluster))
+	if err := os.WriteFile(bootstrap, fmt.Appendf(nil, config, port, host, xdsPort), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
 	testenv.Envoy(s.t, servers.EnvoyConfig{Bootstrap: bootstrap, Dir: dir, NodeID: "lone", Cluster: cluster})

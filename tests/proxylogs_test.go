@@ -128,7 +128,12 @@ func (s *stack) logs(query string, limit int) ([]proxyLog, int) {
 	var out []proxyLog
 	pages := 0
 	for next != "" {
-		resp, err := http.Get(s.apiURL + next)
+		req, err := http.NewRequestWithContext(s.t.Context(), http.MethodGet, s.apiURL+next, nil)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+readToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			s.t.Fatal(err)
 		}
@@ -308,7 +313,7 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 			"client_ip=nope": "client_ip", "cursor=zzz": "cursor", "sort=asc": "sort",
 			"cursor=%%%": "cursor", "min_latency_ms=3000000000": "min_latency_ms", "route=a%00": "route",
 		} {
-			code, body := s.request(http.MethodGet, "/proxy/logs?"+query, "", "")
+			code, body := s.request(http.MethodGet, "/proxy/logs?"+query, "", readToken)
 			if got := decode[struct{ Error, Field string }](t, body); code != http.StatusBadRequest || got.Field != field {
 				t.Errorf("%s: %d %s, want 400 naming %s", query, code, body, field)
 			}
@@ -366,7 +371,7 @@ func TestProxyLogsSurvivePostgresOutage(t *testing.T) {
 	n := int(total.Load())
 	s.waitLogs(n, 60*time.Second)
 
-	_, metrics := s.request(http.MethodGet, "/metrics", "", "")
+	_, metrics := s.request(http.MethodGet, "/metrics", "", readToken)
 	spilled := regexp.MustCompile(`(?m)^nemesis_proxy_logs_rows_spilled_total ([0-9.e+]+)$`).FindStringSubmatch(metrics)
 	dropped := regexp.MustCompile(`(?m)^nemesis_proxy_logs_rows_dropped_total 0$`).MatchString(metrics)
 	if spilled == nil || spilled[1] == "0" || !dropped {

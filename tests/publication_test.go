@@ -42,14 +42,14 @@ func TestConcurrentPutsLeaveEveryEnvoyOnTheNewest(t *testing.T) {
 	for e := range errs {
 		t.Fatal(e)
 	}
-	_, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", "")
+	_, body := s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	newest := decode[struct {
 		Version        int64  `json:"version"`
 		Policy         string `json:"policy"`
 		MaxConnections int    `json:"max_connections"`
 	}](t, body)
 	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("every envoy on version %d", newest.Version), func() error {
-		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
+		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
 		status := decode[struct {
 			Environments map[string][]struct {
 				Node         string `json:"node"`

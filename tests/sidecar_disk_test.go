@@ -61,7 +61,7 @@ func TestSidecarWithAnUnreadableFolderStillSendsSamples(t *testing.T) {
 	cmd := exec.Command(bin, "sidecar",
 		"--listen", listen, "--admin-listen", admin,
 		"--model-url", "http://"+l.Addr().String(), "--pod-namespace", s.namespace, "--pod-name", "model-0",
-		"--controller-url", s.apiURL, "--push-interval", "1s", "--disk-paths", cache,
+		"--controller-url", s.apiURL, "--controller-token", metricsToken, "--push-interval", "1s", "--disk-paths", cache,
 		"--meter", "processes", "--meter-pid", strconv.Itoa(os.Getpid()))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	testenv.Process(t, "nemesis-sidecar", cmd)

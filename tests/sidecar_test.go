@@ -38,7 +38,7 @@ func TestSidecarSamplesReachRedisThroughServe(t *testing.T) {
 	testenv.Process(t, "nemesis-sidecar", exec.Command(nemesisBin, "sidecar",
 		"--listen", listen, "--admin-listen", fmt.Sprintf("127.0.0.1:%d", testenv.Port(t)),
 		"--model-url", "http://"+l.Addr().String(), "--pod-namespace", s.namespace, "--pod-name", "model-0",
-		"--controller-url", s.apiURL, "--push-interval", "1s",
+		"--controller-url", s.apiURL, "--controller-token", metricsToken, "--push-interval", "1s",
 		"--meter", "processes", "--meter-pid", strconv.Itoa(os.Getpid())))
 	key := "podmetric:" + s.namespace + "/model-0"
 

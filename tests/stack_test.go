@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
@@ -32,7 +34,16 @@ var nemesisBin string
 
 func TestMain(m *testing.M) { testenv.RunWithNemesis(m, &nemesisBin) }
 
-const token = "test-token"
+// otherEnvironment has a client certificate in every stack, for tests of
+// an Envoy that shows another environment's.
+const otherEnvironment = "other"
+
+// The tokens of serve's three roles.
+const (
+	token        = "test-token"
+	readToken    = "test-read-token"
+	metricsToken = "test-metrics-token"
+)
 
 // stack is one environment's Nemesis: PostgreSQL, `nemesis serve`, one
 // Envoy, and a namespace on the package's API server.
@@ -52,6 +63,9 @@ type stack struct {
 	serve       *servers.Process
 	serveListen string
 	serveArgs   []string // more flags of nemesis serve
+	// tls holds the gRPC port's certificates: serve's pair and one client
+	// pair for the stack's environment and for "other".
+	tls *testenv.Certs
 }
 
 func newStack(t *testing.T, serveArgs ...string) *stack {
@@ -72,6 +86,7 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 	}
 	s.namespace = ns.Name
 	grantLeaderElection(t, s.kube, s.namespace)
+	s.tls = testenv.Certificates(t, s.env, otherEnvironment)
 	s.serveListen = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	s.apiURL = "http://" + s.serveListen
 	s.xdsAddr = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
@@ -84,7 +99,9 @@ func newStack(t *testing.T, serveArgs ...string) *stack {
 func (s *stack) startServe() {
 	s.t.Helper()
 	args := append([]string{"serve",
-		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig, "--token", token,
+		"--database-url", s.dbURL, "--kubeconfig", s.kubeconfig,
+		"--token", token, "--read-token", readToken, "--metrics-token", metricsToken,
+		"--tls-dir", filepath.Join(s.tls.Dir, pki.ServeDir),
 		"--redis-url", s.redis.URL(), "--leader-election-namespace", s.namespace,
 		"--listen", s.serveListen, "--xds-listen", s.xdsAddr,
 		"--envoy-listener-port", strconv.Itoa(s.envoyPort), "--log-level", "debug"}, s.serveArgs...)
@@ -107,7 +124,8 @@ func (s *stack) startServe() {
 // repository's bootstrap and waits until it is LIVE.
 func (s *stack) startEnvoy() *servers.Envoy {
 	s.t.Helper()
-	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env})
+	e := testenv.ProjectEnvoy(s.t, s.xdsAddr, servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", len(s.envoys)), Cluster: s.env,
+		TLSDir: filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env))})
 	s.envoys = append(s.envoys, e)
 	return e
 }
@@ -117,7 +135,7 @@ func (s *stack) startEnvoy() *servers.Envoy {
 func (s *stack) waitConnected(n int) {
 	s.t.Helper()
 	testenv.Eventually(s.t, 30*time.Second, fmt.Sprintf("%d envoys connected", n), func() error {
-		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", "")
+		_, body := s.request(http.MethodGet, "/loadbalancer/status", "", readToken)
 		var status struct {
 			Environments map[string][]json.RawMessage `json:"environments"`
 		}
@@ -224,19 +242,25 @@ func (b *backend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // pathPrefix to the Service in the stack's environment.
 func (s *stack) publish(service, pathPrefix string, backends []*backend) {
 	s.t.Helper()
+	s.publishIn(s.namespace, service, pathPrefix, backends)
+}
+
+// publishIn is publish in another namespace.
+func (s *stack) publishIn(namespace, service, pathPrefix string, backends []*backend) {
+	s.t.Helper()
 	ctx := s.t.Context()
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: s.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: namespace},
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
 	}
 	if err := s.kube.Create(ctx, svc); err != nil {
 		s.t.Fatal(err)
 	}
 	for _, b := range backends {
-		s.addSlice(service, b)
+		s.addSliceIn(namespace, service, b)
 	}
 	ca := &v1alpha1.CustomAutoscaler{
-		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: s.namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: service, Namespace: namespace},
 		Spec: v1alpha1.CustomAutoscalerSpec{
 			ScaleTargetRef: v1alpha1.ScaleTargetReference{APIVersion: "apps/v1", Kind: "Deployment", Name: service},
 			MinReplicas:    1, MaxReplicas: 5,
@@ -253,10 +277,15 @@ func (s *stack) publish(service, pathPrefix string, backends []*backend) {
 
 func (s *stack) addSlice(service string, b *backend) {
 	s.t.Helper()
+	s.addSliceIn(s.namespace, service, b)
+}
+
+func (s *stack) addSliceIn(namespace, service string, b *backend) {
+	s.t.Helper()
 	host, _, _ := net.SplitHostPort(b.addr)
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: service + "-" + b.name, Namespace: s.namespace,
+			Name: service + "-" + b.name, Namespace: namespace,
 			Labels: map[string]string{discoveryv1.LabelServiceName: service},
 		},
 		AddressType: discoveryv1.AddressTypeIPv4,

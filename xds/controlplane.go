@@ -7,9 +7,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/server"
@@ -108,6 +110,20 @@ func (c *ControlPlane) WaitReady(ctx context.Context, environment, route string)
 			return nil
 		}
 	}
+}
+
+// Hold returns the hold timeout of a route published for the environment
+// (translate.HoldTimeout); ok is false when the environment has no such
+// route. The activator holds requests of such routes only.
+func (c *ControlPlane) Hold(environment, route string) (hold time.Duration, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.routes[environment] {
+		if r.Name == route {
+			return translate.HoldTimeout(r, c.opts), true
+		}
+	}
+	return 0, false
 }
 
 // SettingsChanged re-reads the settings of one environment, or of all when
@@ -240,19 +256,9 @@ func (c *ControlPlane) rebuildLocked(ctx context.Context, environments []string)
 }
 
 func routesEqual(a, b []ir.Route) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Name != b[i].Name || a[i].PathPrefix != b[i].PathPrefix || len(a[i].Endpoints) != len(b[i].Endpoints) ||
-			a[i].HoldTimeoutSeconds != b[i].HoldTimeoutSeconds {
-			return false
-		}
-		for j := range a[i].Endpoints {
-			if a[i].Endpoints[j] != b[i].Endpoints[j] {
-				return false
-			}
-		}
-	}
-	return true
+	return slices.EqualFunc(a, b, func(x, y ir.Route) bool {
+		return x.Name == y.Name && x.PathPrefix == y.PathPrefix && x.Protocol == y.Protocol &&
+			x.HoldTimeoutSeconds == y.HoldTimeoutSeconds && slices.Equal(x.Hosts, y.Hosts) &&
+			slices.Equal(x.Headers, y.Headers) && slices.Equal(x.Endpoints, y.Endpoints)
+	})
 }

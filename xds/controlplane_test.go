@@ -359,3 +359,30 @@ func TestAnEnvoyOfAnInvalidEnvironmentGetsNothing(t *testing.T) {
 		t.Error("an invalid environment got a configuration")
 	}
 }
+
+// Hold answers for the routes published for an environment only, with the
+// route's own hold timeout, else the options', capped.
+func TestHoldIsTheRouteTablesAnswer(t *testing.T) {
+	cp := xds.New(slog.New(slog.DiscardHandler), fakesettings.New(),
+		translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: 10000, HoldTimeout: 75 * time.Second})
+	cp.RoutesChanged(t.Context(), map[string][]ir.Route{"prod": fixture.Routes(
+		fixture.NewRoute("ml/own").WithPathPrefix("/models/own").WithHoldTimeout(30),
+		fixture.NewRoute("ml/default").WithPathPrefix("/models/default"),
+		fixture.NewRoute("ml/long").WithPathPrefix("/models/long").WithHoldTimeout(3600),
+	)})
+	for _, c := range []struct {
+		env, route string
+		hold       time.Duration
+		ok         bool
+	}{
+		{"prod", "ml/own", 30 * time.Second, true},
+		{"prod", "ml/default", 75 * time.Second, true},
+		{"prod", "ml/long", translate.MaxHoldTimeout, true},
+		{"prod", "ml/unknown", 0, false},
+		{"staging", "ml/own", 0, false},
+	} {
+		if hold, ok := cp.Hold(c.env, c.route); hold != c.hold || ok != c.ok {
+			t.Errorf("Hold(%s, %s) = %s, %v; want %s, %v", c.env, c.route, hold, ok, c.hold, c.ok)
+		}
+	}
+}

@@ -107,7 +107,7 @@ func measure(b *testing.B) (held, direct, beyond []time.Duration) {
 		b.Fatal(err)
 	}
 	go func() { _ = autoscaling.Run(ctx) }()
-	act := activator.New(ctx, activator.Config{Ready: cp.WaitReady, Wake: activation.Wake(activations, activation.New(kube)), Log: log})
+	act := activator.New(ctx, activator.Config{Route: cp.Hold, Ready: cp.WaitReady, Wake: activation.Wake(activations, activation.New(kube)), Log: log})
 	xdsListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -145,7 +145,7 @@ func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep ir.Endpoint, accessLog
 	if rows == nil {
 		rows = sink
 	}
-	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log).Register) }()
+	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log, accesslog.Options{}).Register) }()
 	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []ir.Endpoint{ep}}}})
 
 	testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})

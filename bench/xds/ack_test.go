@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/api"
@@ -44,7 +46,27 @@ func BenchmarkSettingsToAck(b *testing.B) {
 	}
 }
 
+// BenchmarkSettingsToAckMTLS: the same PUT→every Envoy ACKed with the gRPC
+// port on mutual TLS (as serve runs it) beside the same run without TLS.
+func BenchmarkSettingsToAckMTLS(b *testing.B) {
+	for range b.N {
+		for _, envoys := range []int{1, 10} {
+			plain, _ := measure(b, envoys)
+			secure, _ := measureWith(b, envoys, true)
+			fmt.Printf("%2d envoys  PUT→all ACKed  mTLS p50 %7.2f ms  p99 %7.2f ms | plain p50 %7.2f ms  p99 %7.2f ms | p99 ratio mTLS/plain %.2f\n",
+				envoys, ms(pct(secure, 50)), ms(pct(secure, 99)), ms(pct(plain, 50)), ms(pct(plain, 99)),
+				float64(pct(secure, 99))/float64(pct(plain, 99)))
+		}
+	}
+}
+
 func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
+	return measureWith(b, envoys, false)
+}
+
+// measureWith runs the PUTs and the floor with the gRPC port on mutual TLS
+// when mtls is true.
+func measureWith(b *testing.B, envoys int, mtls bool) (full, floor []time.Duration) {
 	_, url := testenv.Database(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -62,19 +84,32 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go func() { _ = cp.Server.Serve(ctx, xdsListener) }()
+	env := "bench"
+	tlsDir := ""
+	if mtls {
+		certs := testenv.Certificates(b, env)
+		serving, err := pki.NewServerTLS(filepath.Join(certs.Dir, pki.ServeDir), log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tlsDir = filepath.Join(certs.Dir, pki.EnvoyDir(env))
+		go func() { _ = cp.Server.ServeTLS(ctx, xdsListener, serving.Config()) }()
+	} else {
+		go func() { _ = cp.Server.Serve(ctx, xdsListener) }()
+	}
 	mux := http.NewServeMux()
 	h, err := api.New(log, store, cp, prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
-	h.Register(mux, "")
+	h.Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	env := "bench"
 	for i := range envoys {
-		testenv.ProjectEnvoy(b, xdsListener.Addr().String(), servers.EnvoyConfig{NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn"})
+		testenv.ProjectEnvoy(b, xdsListener.Addr().String(), servers.EnvoyConfig{
+			NodeID: fmt.Sprintf("envoy-%d", i), Cluster: env, LogLevel: "warn", TLSDir: tlsDir,
+		})
 	}
 
 	policies := []string{"round_robin", "least_connections", "random"}
@@ -96,6 +131,7 @@ func measure(b *testing.B, envoys int) (full, floor []time.Duration) {
 	for i := range updates {
 		m := ir.Environment{Name: env, Settings: settings.Settings{
 			Environment: env, Policy: settings.Policy(policies[i%3]), MaxConnections: 100 + i, TimeoutSeconds: 30,
+			RetryAttempts: 2, RetryBudgetPercent: 20, StreamIdleTimeoutSeconds: 300,
 		}}
 		version := fmt.Sprintf("floor.%d", i)
 		start := time.Now()

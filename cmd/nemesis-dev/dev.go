@@ -19,6 +19,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/command"
 	"github.com/nemesis-ml/nemesis/internal/dev/localruntime"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 )
 
 // devCmd runs the whole stack on this machine, for trying Nemesis out and
@@ -31,12 +32,15 @@ type devCmd struct {
 	XDSListen      string `help:"Address of the xDS server that Envoy connects to." default:"127.0.0.1:18000" env:"NEMESIS_XDS_LISTEN"`
 	EnvoyAdminPort int    `help:"Envoy's admin port." default:"9901" env:"NEMESIS_DEV_ENVOY_ADMIN_PORT"`
 	EnvoyPort      int    `help:"Envoy's port for client traffic." default:"10000" env:"NEMESIS_DEV_ENVOY_PORT"`
-	Token          string `help:"Bearer token of the APIs; generated when empty." env:"NEMESIS_TOKEN"`
+	Token          string `help:"Operators' bearer token (settings-write and read); generated when empty." env:"NEMESIS_TOKEN"`
+	ReadToken      string `help:"Read-only bearer token; generated when empty." env:"NEMESIS_READ_TOKEN"`
+	MetricsToken   string `help:"The sidecars' bearer token (metrics-ingest); generated when empty." env:"NEMESIS_METRICS_TOKEN"`
 	Environment    string `help:"The environment (Envoy node cluster) of the local Envoy." default:"default" env:"NEMESIS_DEV_ENVIRONMENT"`
 	Bootstrap      string `help:"Envoy bootstrap template." default:"envoy/bootstrap.yaml" env:"NEMESIS_ENVOY_BOOTSTRAP"`
 	Demo           string `help:"Manifest of the demo run by the local runtime; empty: no demo." default:"manifests/demo/digits.yaml" env:"NEMESIS_DEV_DEMO"`
 	PrometheusPort int    `help:"Port of the Prometheus that scrapes the stack; 0: none." default:"9090" env:"NEMESIS_DEV_PROMETHEUS_PORT"`
 	AlertRules     string `help:"Rule file Prometheus loads." default:"manifests/monitoring/prometheus/rules.yaml" env:"NEMESIS_DEV_PROMETHEUS_RULES"`
+	ProtocolsDemo  string `help:"Manifest of the protocol demos (MLServer over gRPC, a token stream), at zero until asked; empty: none." default:"manifests/demo/protocols.yaml" env:"NEMESIS_DEV_PROTOCOLS_DEMO"`
 }
 
 func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
@@ -86,21 +90,30 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		return fmt.Errorf("writing kubeconfig: %w", err)
 	}
 
-	token := c.Token
-	if token == "" {
-		if token, err = randomToken(); err != nil {
-			return err
-		}
+	token, readToken, metricsToken, err := c.tokens()
+	if err != nil {
+		return err
+	}
+	// A new CA and pairs every run: nothing outlives the stack that uses it.
+	tlsDir := filepath.Join(dir, "tls")
+	certs, err := pki.Generate([]string{c.Environment}, []string{"127.0.0.1", "localhost"}, 30*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := certs.WriteDirs(tlsDir); err != nil {
+		return err
 	}
 	serve, err := serveDefaults()
 	if err != nil {
 		return err
 	}
+	serve.TLSDir = filepath.Join(tlsDir, pki.ServeDir)
 	serve.DatabaseURL = pg.URL("nemesis")
 	serve.Kubeconfig = kubeconfigPath
-	serve.RedisURL, serve.MetricsToken, serve.LeaderElectionNamespace = rdb.URL(), token, "default"
+	serve.RedisURL, serve.LeaderElectionNamespace = rdb.URL(), "default"
+	serve.Token, serve.ReadToken, serve.MetricsToken = []string{token}, []string{readToken}, []string{metricsToken}
 	serve.ProxyLogSpillDir = filepath.Join(dir, "proxy-logs")
-	serve.Listen, serve.XDSListen, serve.Token = c.Listen, c.XDSListen, token
+	serve.Listen, serve.XDSListen = c.Listen, c.XDSListen
 	serve.EnvoyListenerAddress, serve.EnvoyListenerPort = "127.0.0.1", uint32(c.EnvoyPort)
 	// Stopped by its turn in stops, after the local runtime, so the
 	// sidecars' last samples still reach it.
@@ -109,7 +122,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	go func() { served <- serve.Run(serveCtx, log.With("component", "serve")) }()
 	stops = append(stops, func() error { stopServe(); return <-served })
 
-	bootstrap, err := servers.RenderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen)
+	bootstrap, err := servers.RenderBootstrap(c.Bootstrap, filepath.Join(dir, "envoy"), c.XDSListen, filepath.Join(tlsDir, pki.EnvoyDir(c.Environment)))
 	if err != nil {
 		return err
 	}
@@ -134,7 +147,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	}
 	log.Info("starting the local runtime", "pods", filepath.Join(dir, "pods"))
 	stopRuntime, err := startLocalRuntime(context.WithoutCancel(ctx), log.With("component", "local-runtime"), localruntime.Config{
-		Kube: kube.Config, Dir: filepath.Join(dir, "pods"), Controller: "http://" + c.Listen, ControllerToken: token,
+		Kube: kube.Config, Dir: filepath.Join(dir, "pods"), Controller: "http://" + c.Listen, ControllerToken: metricsToken,
 		EndpointDelay: 2 * time.Second,
 	})
 	if err != nil {
@@ -145,7 +158,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if c.PrometheusPort != 0 {
 		log.Info("starting prometheus", "port", c.PrometheusPort)
 		var stopProm func() error
-		if prom, stopProm, err = c.startPrometheus(ctx, log, dir, kube.Config, envoy); err != nil {
+		if prom, stopProm, err = c.startPrometheus(ctx, log, dir, kube.Config, envoy, readToken); err != nil {
 			return err
 		}
 		stops = append(stops, stopProm)
@@ -157,6 +170,11 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		if err := demoFiles(dir); err != nil {
 			return err
 		}
+		if c.ProtocolsDemo != "" {
+			if err := applyDemo(ctx, kube.Config, c.ProtocolsDemo, c.Environment); err != nil {
+				return err
+			}
+		}
 		log.Info("waiting for the demo model to load")
 		if err := waitDemoReady(ctx, kube.Config, "demo", "digits", 2*time.Minute); err != nil {
 			return err
@@ -166,8 +184,10 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	_, _ = fmt.Fprintf(w, "\nNemesis is running. Ctrl-C stops everything.\n\n")
 	_, _ = fmt.Fprintf(w, "nemesis serve\thttp://%s (/loadbalancer/settings, /openapi.json, /readyz, /metrics)\n", c.Listen)
-	_, _ = fmt.Fprintf(w, "token\t%s\n", token)
-	_, _ = fmt.Fprintf(w, "xds\t%s\n", c.XDSListen)
+	_, _ = fmt.Fprintf(w, "token\t%s (operators: settings-write and read)\n", token)
+	_, _ = fmt.Fprintf(w, "read token\t%s (read only: settings, status, proxy logs, /metrics)\n", readToken)
+	_, _ = fmt.Fprintf(w, "metrics token\t%s (sidecars: POST /metrics only)\n", metricsToken)
+	_, _ = fmt.Fprintf(w, "xds\t%s (mutual TLS; certificates in %s)\n", c.XDSListen, tlsDir)
 	_, _ = fmt.Fprintf(w, "envoy\thttp://127.0.0.1:%d (client traffic)\n", c.EnvoyPort)
 	_, _ = fmt.Fprintf(w, "envoy admin\t%s (node envoy-local, environment %s)\n", envoy.AdminURL(), c.Environment)
 	_, _ = fmt.Fprintf(w, "postgres\t%s\n", pg.URL("nemesis"))
@@ -181,7 +201,7 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 	if c.Demo != "" {
 		_, _ = fmt.Fprintf(w, "demo model\t%s (namespace demo: Deployment, Service and CustomAutoscaler digits)\n", predict)
 	}
-	_, _ = fmt.Fprintf(w, "\nTry:\n  curl -s http://%s/loadbalancer/settings\n", c.Listen)
+	_, _ = fmt.Fprintf(w, "\nTry:\n  curl -s -H 'Authorization: Bearer %s' http://%s/loadbalancer/settings\n", readToken, c.Listen)
 	_, _ = fmt.Fprintf(w, "  curl -s -X PUT -H 'Authorization: Bearer %s' -d '{\"policy\":\"least_connections\",\"max_connections\":100,\"timeout_seconds\":30}' 'http://%s/loadbalancer/settings?wait=ack'\n", token, c.Listen)
 	if c.Demo != "" {
 		_, _ = fmt.Fprintf(w, "  curl -s -d @%s %s\n", filepath.Join(c.Dir, "seven.json"), predict)
@@ -191,7 +211,10 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 			kubectl += "    # kubectl is not installed here: install it to watch"
 		}
 		_, _ = fmt.Fprintf(w, "  %s\n", kubectl)
-		_, _ = fmt.Fprintf(w, "  curl -s http://%s/proxy/logs\n", c.Listen)
+		_, _ = fmt.Fprintf(w, "  curl -s -H 'Authorization: Bearer %s' http://%s/proxy/logs\n", readToken, c.Listen)
+	}
+	if c.Demo != "" && c.ProtocolsDemo != "" {
+		printProtocolDemos(w, c.EnvoyPort)
 	}
 	_, _ = fmt.Fprintln(w)
 	_ = w.Flush()
@@ -204,6 +227,19 @@ func (c devCmd) Run(ctx context.Context, log *slog.Logger) (err error) {
 		served <- err
 		return fmt.Errorf("nemesis serve stopped: %w", err)
 	}
+}
+
+// tokens returns the three tokens, generating those not given.
+func (c devCmd) tokens() (token, read, metrics string, err error) {
+	out := []string{c.Token, c.ReadToken, c.MetricsToken}
+	for i := range out {
+		if out[i] == "" {
+			if out[i], err = randomToken(); err != nil {
+				return "", "", "", err
+			}
+		}
+	}
+	return out[0], out[1], out[2], nil
 }
 
 func randomToken() (string, error) {

@@ -106,3 +106,14 @@ func demoFiles(dir string) error {
 	}
 	return nil
 }
+
+// printProtocolDemos prints the commands that try manifests/demo/protocols.yaml:
+// each model is at zero, so its first request is held while it wakes.
+func printProtocolDemos(w io.Writer, envoyPort int) {
+	envoy := fmt.Sprintf("127.0.0.1:%d", envoyPort)
+	_, _ = fmt.Fprintf(w, "\nProtocols (docs/protocols.md; each model wakes from zero on its first request):\n")
+	_, _ = fmt.Fprintf(w, "  .tools/venv/bin/python tests/clients/triton_digits.py --url %s --protocol grpc --model digits --authority digits.demo.local --digit 7    # MLServer over gRPC, routed by :authority\n", envoy)
+	_, _ = fmt.Fprintf(w, "  .tools/venv/bin/python tests/clients/openai_stream.py --base-url http://%s/models/chat/v1 --max-tokens 16    # tokens one by one\n", envoy)
+	_, _ = fmt.Fprintf(w, "  curl -sN -d '{\"model\":\"ngram\",\"prompt\":\"A model\",\"max_tokens\":16,\"stream\":true}' http://%s/models/chat/v1/completions\n", envoy)
+	_, _ = fmt.Fprintf(w, "  .tools/venv/bin/python tests/clients/ws_echo.py --url ws://%s/models/chat/v1/echo    # WebSocket through Envoy and the sidecar\n", envoy)
+}

@@ -17,7 +17,7 @@ import (
 // (its admin's /stats/prometheus) and the sidecars of the local runtime's
 // pods, with the alert and recording rules loaded. The returned stop ends
 // both.
-func (c devCmd) startPrometheus(ctx context.Context, log *slog.Logger, dir string, kube *rest.Config, envoy *servers.Envoy) (*servers.Prometheus, func() error, error) {
+func (c devCmd) startPrometheus(ctx context.Context, log *slog.Logger, dir string, kube *rest.Config, envoy *servers.Envoy, readToken string) (*servers.Prometheus, func() error, error) {
 	rules, err := filepath.Abs(c.AlertRules)
 	if err != nil {
 		return nil, nil, fmt.Errorf("resolving %s: %w", c.AlertRules, err)
@@ -27,7 +27,7 @@ func (c devCmd) startPrometheus(ctx context.Context, log *slog.Logger, dir strin
 	prom, err := servers.StartPrometheus(ctx, servers.PrometheusConfig{
 		Dir: dir, Port: c.PrometheusPort, Interval: 5 * time.Second, Rules: []string{rules}, SidecarTargets: targets,
 		Targets: []servers.ScrapeTarget{
-			{Job: "nemesis", Address: c.Listen},
+			{Job: "nemesis", Address: c.Listen, BearerToken: readToken},
 			{Job: "envoy", Address: strings.TrimPrefix(envoy.AdminURL(), "http://"), Path: "/stats/prometheus"},
 		},
 	})

@@ -9,6 +9,7 @@ type cli struct {
 	command.LogFlags
 	Serve   command.Serve   `cmd:"" help:"Run the control plane: HTTP APIs, health and metrics."`
 	Migrate command.Migrate `cmd:"" help:"Apply pending database migrations and exit."`
+	Certgen command.Certgen `cmd:"" help:"Write the gRPC port's CA, serve's serving pair and one client pair per environment, into a folder or Secrets."`
 	Sidecar command.Sidecar `cmd:"" help:"Run in a model pod: proxy to the model, meter the pod, push samples to the controller."`
 	Version command.Version `cmd:"" help:"Print the version."`
 }

@@ -22,6 +22,9 @@ const (
 	// number: JSON cannot carry it, so it is left out of the status rather
 	// than failing the write, and named here. Absent otherwise.
 	CondValuesRecorded = "ValuesRecorded"
+	// CondRouteAccepted says whether Envoy serves the autoscaler's route
+	// (False with reason PathPrefixTaken when an older route keeps it).
+	CondRouteAccepted = "RouteAccepted"
 )
 
 // recordable returns the values a status can carry, and sets or clears

@@ -3,6 +3,7 @@ package reconciler_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
 	"github.com/nemesis-ml/nemesis/controller/store"
@@ -41,6 +43,28 @@ type harness struct {
 	// activations is the controller's in-process wakes, as serve's
 	// activator gives them.
 	activations *activation.Local
+	// decisions is what the controller gave the decision record.
+	decisions *decisionLog
+}
+
+// decisionLog keeps the decision record in memory, as the controller hands
+// it over (decisions.Writer takes it from there; its tests cover the
+// PostgreSQL side).
+type decisionLog struct {
+	mu      sync.Mutex
+	records []decisions.Record
+}
+
+func (l *decisionLog) Record(r decisions.Record) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r)
+}
+
+func (l *decisionLog) all() []decisions.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.records)
 }
 
 func (h *harness) redisClient() *redis.Client { return h.rdb }
@@ -50,7 +74,8 @@ func newHarness(t *testing.T, replicas int32, pods int) *harness {
 	c := testenv.KubeClient(t)
 	r := testenv.Redis(t)
 	rdb := testenv.RedisClient(t, r)
-	h := &harness{t: t, c: c, redis: r, rdb: rdb, store: store.New(rdb, time.Hour), activations: activation.NewLocal()}
+	h := &harness{t: t, c: c, redis: r, rdb: rdb, store: store.New(rdb, time.Hour), activations: activation.NewLocal(),
+		decisions: &decisionLog{}}
 	ctx := t.Context()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ca-"}}
 	if err := c.Create(ctx, ns); err != nil {
@@ -132,6 +157,7 @@ func (h *harness) start() (stop func()) {
 		Store: h.store, Registerer: prometheus.NewRegistry(), Log: testr.New(h.t),
 		LeaderElection: true, LeaderElectionNamespace: h.ns,
 		Resync: 300 * time.Millisecond, Retry: 300 * time.Millisecond, Activations: h.activations,
+		Decisions: h.decisions,
 	})
 	if err != nil {
 		h.t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
@@ -55,6 +56,8 @@ type Options struct {
 	// Activations, when set, are the activator's wakes in this process,
 	// acted on without waiting for the annotation to come back.
 	Activations *activation.Local
+	// Decisions, when set, receives the decision record.
+	Decisions DecisionRecorder
 }
 
 // NewManager returns a manager running the CustomAutoscaler controller. It
@@ -89,6 +92,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		client: mgr.GetClient(), store: opts.Store, recorder: mgr.GetEventRecorder("nemesis-autoscaler"),
 		metrics: newMetrics(opts.Registerer), resync: opts.Resync, retry: opts.Retry, now: time.Now,
 		activations: opts.Activations,
+		records:     &recordLog{to: opts.Decisions, last: map[types.NamespacedName]string{}},
 	}
 	// The reconciler lists pods from the cache; registering their informer
 	// now syncs it with the manager's caches instead of in the first

@@ -56,6 +56,8 @@ type Reconciler struct {
 	now   func() time.Time
 	// activations are this process's activator's wakes; nil when none.
 	activations *activation.Local
+	// records is the decision record.
+	records *recordLog
 }
 
 // observation is what one reconcile saw of the target.
@@ -83,6 +85,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	status := ca.Status.DeepCopy()
 	status.ObservedGeneration = ca.Generation
+	if err := r.routeAccepted(ctx, ca, status); err != nil {
+		return ctrl.Result{}, err
+	}
 	obs, failed := r.observe(ctx, ca, status)
 	if failed {
 		return r.writeStatus(ctx, ca, status, ctrl.Result{RequeueAfter: r.retry})
@@ -110,6 +115,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if d.RecheckAfter > 0 && d.RecheckAfter < r.resync {
 		result.RequeueAfter = d.RecheckAfter
 	}
+	limit := limitOf(ca, d)
+	if d.To == d.From {
+		r.records.hold(ca, in, d, limit)
+	}
 	if !changed(status.LastDecision, d) {
 		return r.writeStatus(ctx, ca, status, result)
 	}
@@ -129,7 +138,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !ca.Spec.DryRun {
 		status.LastScaleTime = &metav1.MicroTime{Time: now}
 		if d.Rule == v1alpha1.ActivationRule && d.From == 0 {
-			return r.wake(ctx, ca, status, obs.scale, d, start, result)
+			return r.wake(ctx, ca, status, obs.scale, in, d, start, result)
 		}
 	}
 	if err := r.updateStatus(ctx, ca, status); err != nil {
@@ -142,6 +151,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if ca.Spec.DryRun {
+		r.records.hold(ca, in, d, limit)
 		r.recorder.Eventf(ca, nil, corev1.EventTypeNormal, "DryRun", "Scale", "would scale %d → %d: %s", d.From, d.To, d.Reason)
 		log.Info("dry run decision", "action", d.Action, "rule", d.Rule, "from", d.From, "to", d.To, "reason", d.Reason)
 		return result, nil
@@ -151,6 +161,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
 	r.metrics.scaled(ca, d)
+	r.records.applied(ca, in, d, limit, nil)
 	r.announce(ctx, ca, d)
 	return result, nil
 }
@@ -162,12 +173,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // has none). The record is a patch so that a cache lagging behind the
 // object cannot make it conflict; should it fail all the same, the scale
 // is done and the log and the Scaled event still tell.
-func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
+func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale, in rules.Input, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
 	if err := updateScale(ctx, r.client, ca, scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
 	}
-	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
+	written := r.now()
+	r.metrics.latency.Observe(written.Sub(start).Seconds())
 	r.metrics.scaled(ca, d)
+	r.records.applied(ca, in, d, d.Limit, wakeStages(in, written))
 	orig := ca.DeepCopy()
 	ca.Status = *status
 	err := r.client.Status().Patch(ctx, ca, client.MergeFrom(orig))

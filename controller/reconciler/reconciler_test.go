@@ -1,6 +1,7 @@
 package reconciler_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/activation"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/controller/ingest"
+	"github.com/nemesis-ml/nemesis/controller/rules"
 	"github.com/nemesis-ml/nemesis/controller/store"
 )
 
@@ -43,6 +46,7 @@ func TestScalesUpStepByStepToMaxThenDownNoFasterThanTheWindow(t *testing.T) {
 	if d := ca.Status.LastDecision; d == nil || d.Rule != "cpu-high" || d.Values["CPU_USAGE"] != 900 {
 		t.Fatalf("lastDecision = %+v", d)
 	}
+	checkScaleUpRecords(t, h.decisions.all())
 
 	stop = h.pushing(100, 5)
 	defer stop()
@@ -61,6 +65,20 @@ func TestScalesUpStepByStepToMaxThenDownNoFasterThanTheWindow(t *testing.T) {
 	}
 	if c := h.condition("Ready"); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Ready = %+v", c)
+	}
+	var downs []string
+	stabilized := false
+	for _, r := range h.decisions.all() {
+		if r.Action == "DECREASE_INSTANCES" && r.To < r.From {
+			downs = append(downs, fmt.Sprintf("%d→%d", r.From, r.To))
+		}
+		stabilized = stabilized || (r.Rule == "cpu-low" && r.To == r.From && r.LimitedBy == rules.LimitStabilization)
+	}
+	if fmt.Sprint(downs) != "[4→3 3→2 2→1]" {
+		t.Errorf("scale-down records %v, want [4→3 3→2 2→1]", downs)
+	}
+	if !stabilized {
+		t.Error("no record of a decrease held by the stabilization window")
 	}
 	if ca := h.get(); ca.Status.ObservedGeneration != ca.Generation {
 		t.Errorf("observedGeneration %d, generation %d", ca.Status.ObservedGeneration, ca.Generation)
@@ -240,6 +258,45 @@ func TestDryRunRecordsDecisionsWithoutScaling(t *testing.T) {
 		t.Errorf("AbleToScale = %+v", c)
 	}
 	h.eventually(10*time.Second, "a DryRun event", func() bool { return h.hasEvent("DryRun", "would scale 1 → 2") })
+	var dry []decisions.Record
+	for _, r := range h.decisions.all() {
+		if r.LimitedBy == decisions.LimitDryRun {
+			dry = append(dry, r)
+		}
+	}
+	if len(dry) != 1 || !dry[0].DryRun || dry[0].From != 1 || dry[0].To != 2 {
+		t.Errorf("dry-run records %+v, want one 1 → 2 (repeats of the same decision are not recorded again)", dry)
+	}
+}
+
+// checkScaleUpRecords checks the record of 1 → 4 on CPU 900 > 700 from
+// three pods (every rule's thresholds are inputs), then held at maxReplicas.
+func checkScaleUpRecords(t *testing.T, records []decisions.Record) {
+	t.Helper()
+	var ups []string
+	atMax := 0
+	for _, r := range records {
+		switch {
+		case r.To > r.From:
+			ups = append(ups, fmt.Sprintf("%d→%d", r.From, r.To))
+			if len(r.Inputs) != 2 || r.Inputs[0].Rule != "cpu-high" || r.Inputs[1].Rule != "cpu-low" {
+				t.Fatalf("inputs %+v, want cpu-high's threshold then cpu-low's", r.Inputs)
+			}
+			in := r.Inputs[0]
+			if r.Rule != "cpu-high" || in.Value == nil || *in.Value != 900 || in.Threshold != 700 || in.WindowSeconds != 1 ||
+				in.ReadyPods != 3 || in.ReportingPods != 3 || in.Samples < 3 || in.NewestSampleAgeSeconds == nil || *in.NewestSampleAgeSeconds > 1 {
+				t.Errorf("scale-up record %+v, inputs %+v", r, in)
+			}
+		case r.LimitedBy == rules.LimitMaxReplicas:
+			atMax++
+		}
+	}
+	if fmt.Sprint(ups) != "[1→2 2→3 3→4]" {
+		t.Errorf("scale-up records %v, want [1→2 2→3 3→4]", ups)
+	}
+	if atMax != 1 {
+		t.Errorf("%d records of the hold at maxReplicas, want one however many evaluations saw it", atMax)
+	}
 }
 
 func TestRulesAreMirroredToRedisAndDeletedWithTheObject(t *testing.T) {
@@ -364,6 +421,18 @@ func TestLocalActivationWakesWithoutTheAnnotation(t *testing.T) {
 		return h.hasEvent("Scaled", "INCREASE_INSTANCES 0 → 1: activation")
 	})
 	h.eventually(10*time.Second, "the scale recorded in the status", func() bool { return scaledSince(h.get(), woken) })
+	var wakes []decisions.Record
+	for _, r := range h.decisions.all() {
+		if r.Wake != nil {
+			wakes = append(wakes, r)
+		}
+	}
+	if len(wakes) != 1 || wakes[0].From != 0 || wakes[0].To != 1 || wakes[0].Rule != v1alpha1.ActivationRule {
+		t.Fatalf("wake records %+v, want one 0 → 1 by the activation rule", wakes)
+	}
+	if w := wakes[0].Wake; !w.RequestHeld.Equal(woken) || w.Decided.Before(w.RequestHeld) || w.ScaleWritten.Before(w.Decided) {
+		t.Errorf("wake stages %+v out of order (held at %s)", w, woken)
+	}
 	if ca := h.get(); ca.Annotations[v1alpha1.AnnotationActivation] != "" {
 		t.Errorf("annotation %q: the local wake needs none", ca.Annotations[v1alpha1.AnnotationActivation])
 	}

@@ -45,6 +45,11 @@ type Aggregate struct {
 	ReadyPods int
 	// ReportingPods is how many ready pods have a sample in the window.
 	ReportingPods int
+	// Samples is how many samples the values are the mean of, and Newest
+	// when the latest of them arrived (zero when none): the decision
+	// record tells how much, and how fresh, data a rule decided on.
+	Samples int
+	Newest  time.Time
 }
 
 // Complete says whether every ready pod reported in the window, which is
@@ -80,6 +85,9 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 				continue
 			}
 			n++
+			if s.ReceivedAt.After(agg.Newest) {
+				agg.Newest = s.ReceivedAt
+			}
 			for i, m := range Metrics {
 				podMeans[i] += (Value(s, m) - podMeans[i]) / float64(n)
 			}
@@ -88,6 +96,7 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 			continue
 		}
 		agg.ReportingPods++
+		agg.Samples += n
 		for i := range Metrics {
 			means[i] += (podMeans[i] - means[i]) / float64(agg.ReportingPods)
 		}

@@ -22,6 +22,18 @@ const (
 	DefaultIdlePeriod             = 300 * time.Second
 )
 
+// Limits: what kept a decision from what its rule asked for. The decision
+// record stores them; a decision that no limit held back has none.
+const (
+	LimitMinReplicas   = "min_replicas"
+	LimitMaxReplicas   = "max_replicas"
+	LimitStabilization = "stabilization_window"
+	LimitIdlePeriod    = "idle_period"
+	// LimitStaleMetrics: a decrease's thresholds held, but not every ready
+	// pod reported in its window.
+	LimitStaleMetrics = "stale_metrics"
+)
+
 // Input is everything one evaluation looks at.
 type Input struct {
 	Now  time.Time
@@ -57,6 +69,9 @@ type Decision struct {
 	// RecheckAfter, when positive, is when a stabilization window or the
 	// idle period ends and the decision may change without a new sample.
 	RecheckAfter time.Duration
+	// Limit is what held the result back (one of the Limit constants), or
+	// empty.
+	Limit string
 }
 
 // firing is a rule whose thresholds all hold on fresh enough samples.
@@ -83,6 +98,9 @@ func Evaluate(in Input) Decision {
 			d.Values = values(agg)
 		}
 		if r.Action != v1alpha1.ActionIncreaseInstances && !agg.Complete() {
+			if holds(r.Thresholds, agg.Values) {
+				d.Limit = LimitStaleMetrics
+			}
 			continue
 		}
 		if _, seen := fired[r.Action]; !seen && holds(r.Thresholds, agg.Values) {
@@ -112,9 +130,13 @@ func Evaluate(in Input) Decision {
 		d.Reason = "target is at zero replicas; the activator wakes it on the next request"
 		return d
 	case in.Current < spec.MinReplicas:
-		return bound(d, in, spec.MinReplicas, v1alpha1.ActionIncreaseInstances, fmt.Sprintf("below minReplicas %d", spec.MinReplicas))
+		d = bound(d, in, spec.MinReplicas, v1alpha1.ActionIncreaseInstances, fmt.Sprintf("below minReplicas %d", spec.MinReplicas))
+		d.Limit = LimitMinReplicas
+		return d
 	case in.Current > spec.MaxReplicas:
-		return bound(d, in, spec.MaxReplicas, v1alpha1.ActionDecreaseInstances, fmt.Sprintf("above maxReplicas %d", spec.MaxReplicas))
+		d = bound(d, in, spec.MaxReplicas, v1alpha1.ActionDecreaseInstances, fmt.Sprintf("above maxReplicas %d", spec.MaxReplicas))
+		d.Limit = LimitMaxReplicas
+		return d
 	}
 
 	rec := in.Current
@@ -124,6 +146,10 @@ func Evaluate(in Input) Decision {
 	case inc != nil:
 		decider = inc
 		rec = min(in.Current+step(spec.Behavior, true), spec.MaxReplicas)
+		d.Limit = ""
+		if rec < in.Current+step(spec.Behavior, true) {
+			d.Limit = LimitMaxReplicas
+		}
 		if rec == in.Current {
 			d.Reason = fmt.Sprintf("%s; already at maxReplicas %d", describe(inc), spec.MaxReplicas)
 		}
@@ -133,6 +159,9 @@ func Evaluate(in Input) Decision {
 	case dec != nil:
 		decider = dec
 		rec = max(in.Current-step(spec.Behavior, false), spec.MinReplicas, 1)
+		if rec > in.Current-step(spec.Behavior, false) {
+			d.Limit = LimitMinReplicas
+		}
 		if rec == in.Current {
 			d.Reason = fmt.Sprintf("%s; already at the floor of %d", describe(dec), rec)
 		}
@@ -141,6 +170,7 @@ func Evaluate(in Input) Decision {
 		d.Rule = zero.rule.ID
 		d.Reason = fmt.Sprintf("%s for %s of the %s idle period", describe(zero), in.Now.Sub(d.IdleSince.Time).Round(time.Second), idle)
 		d.RecheckAfter = left
+		d.Limit = LimitIdlePeriod
 	case held:
 		d.Reason = fmt.Sprintf("the activator holds requests for the target: not idle; holding %d replicas", in.Current)
 	case !reporting:
@@ -161,9 +191,13 @@ func Evaluate(in Input) Decision {
 		if lowest <= in.Current {
 			d.Reason = fmt.Sprintf("%s; scale-up stabilization: a recommendation in the last %s asked for %d", describe(decider), win, lowest)
 			d.RecheckAfter = recheck
+			d.Limit = LimitStabilization
 			return d
 		}
 		d.To = lowest
+		if lowest < rec {
+			d.Limit = LimitStabilization
+		}
 	case rec == 0:
 		d.To = 0
 	case rec < in.Current:
@@ -172,9 +206,13 @@ func Evaluate(in Input) Decision {
 		if highest >= in.Current {
 			d.Reason = fmt.Sprintf("%s; scale-down stabilization: a recommendation in the last %s asked for %d", describe(decider), win, highest)
 			d.RecheckAfter = recheck
+			d.Limit = LimitStabilization
 			return d
 		}
 		d.To = highest
+		if highest > rec {
+			d.Limit = LimitStabilization
+		}
 	}
 	if d.To != d.From {
 		d.Action = string(decider.rule.Action)

@@ -113,6 +113,7 @@ func TestEvaluate(t *testing.T) {
 		to        int32
 		reason    string
 		idleSince bool
+		limit     string
 	}{
 		"increase by the step": {
 			mutate: func(in *Input) { in.Aggregates = every(3, 3, 900, 5, 100) },
@@ -121,6 +122,7 @@ func TestEvaluate(t *testing.T) {
 		"increase stops at maxReplicas": {
 			mutate: func(in *Input) { in.Current = 5; in.Aggregates = every(5, 5, 900, 5, 100) },
 			action: ActionHold, rule: "cpu-high", to: 5, reason: "already at maxReplicas 5",
+			limit: LimitMaxReplicas,
 		},
 		"an increase needs only some pods reporting": {
 			mutate: func(in *Input) { in.Aggregates = every(3, 1, 900, 5, 100) },
@@ -140,14 +142,17 @@ func TestEvaluate(t *testing.T) {
 				in.Recommendations = []v1alpha1.Recommendation{rec(time.Hour, 2), rec(30*time.Second, 3)}
 			},
 			action: ActionHold, rule: "cpu-low", to: 3, reason: "scale-down stabilization",
+			limit: LimitStabilization,
 		},
 		"a controller without history waits a whole window before decreasing": {
 			mutate: func(in *Input) { in.Aggregates = every(3, 3, 100, 5, 100) },
 			action: ActionHold, to: 3, reason: "scale-down stabilization",
+			limit: LimitStabilization,
 		},
 		"no decrease unless every ready pod reported": {
 			mutate: func(in *Input) { in.Aggregates = every(3, 2, 100, 5, 100); in.Recommendations = longAgo },
 			action: ActionHold, to: 3, reason: "no rule's thresholds hold",
+			limit: LimitStaleMetrics,
 		},
 		"decrease never goes below one": {
 			mutate: func(in *Input) {
@@ -156,10 +161,12 @@ func TestEvaluate(t *testing.T) {
 				in.Recommendations = []v1alpha1.Recommendation{rec(time.Hour, 1)}
 			},
 			action: ActionHold, to: 1, reason: "already at the floor of 1",
+			limit: LimitMinReplicas,
 		},
 		"idle starts the idle period": {
 			mutate: func(in *Input) { in.Aggregates = every(3, 3, 300, 0, 100) },
 			action: ActionHold, rule: "idle", to: 3, reason: "for 0s of the 2m0s idle period", idleSince: true,
+			limit: LimitIdlePeriod,
 		},
 		"idle for the whole idle period scales to zero": {
 			mutate: func(in *Input) {
@@ -181,6 +188,7 @@ func TestEvaluate(t *testing.T) {
 				in.IdleSince = &metav1.MicroTime{Time: t0.Add(-time.Hour)}
 			},
 			action: ActionHold, to: 3,
+			limit: LimitStaleMetrics,
 		},
 		"at zero the controller waits for the activator": {
 			mutate: func(in *Input) { in.Current = 0; in.Aggregates = every(0, 0, 0, 0, 0) },
@@ -231,10 +239,12 @@ func TestEvaluate(t *testing.T) {
 		"below minReplicas": {
 			mutate: func(in *Input) { in.Spec.MinReplicas = 2; in.Current = 1; in.Aggregates = every(1, 1, 300, 5, 100) },
 			action: "INCREASE_INSTANCES", to: 2, reason: "below minReplicas 2",
+			limit: LimitMinReplicas,
 		},
 		"above maxReplicas": {
 			mutate: func(in *Input) { in.Current = 9; in.Aggregates = every(9, 9, 900, 5, 100) },
 			action: "DECREASE_INSTANCES", to: 5, reason: "above maxReplicas 5",
+			limit: LimitMaxReplicas,
 		},
 		"scale-up stabilization holds a fresh increase": {
 			mutate: func(in *Input) {
@@ -243,6 +253,7 @@ func TestEvaluate(t *testing.T) {
 				in.Recommendations = []v1alpha1.Recommendation{rec(time.Hour, 3), rec(10*time.Second, 5)}
 			},
 			action: ActionHold, to: 3, reason: "scale-up stabilization",
+			limit: LimitStabilization,
 		},
 		"scale-up by the smallest step the window asked for": {
 			mutate: func(in *Input) {
@@ -251,6 +262,7 @@ func TestEvaluate(t *testing.T) {
 				in.Recommendations = []v1alpha1.Recommendation{rec(time.Hour, 4), rec(10*time.Second, 5)}
 			},
 			action: "INCREASE_INSTANCES", to: 4,
+			limit: LimitStabilization,
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -260,6 +272,9 @@ func TestEvaluate(t *testing.T) {
 			if d.Action != tc.action || d.To != tc.to || (tc.rule != "" && d.Rule != tc.rule) || !strings.Contains(d.Reason, tc.reason) {
 				t.Fatalf("got %s rule %q %d→%d %q; want %s rule %q to %d, reason containing %q",
 					d.Action, d.Rule, d.From, d.To, d.Reason, tc.action, tc.rule, tc.to, tc.reason)
+			}
+			if d.Limit != tc.limit {
+				t.Errorf("limit = %q, want %q", d.Limit, tc.limit)
 			}
 			if (d.IdleSince != nil) != tc.idleSince {
 				t.Errorf("idleSince = %v, want set: %v", d.IdleSince, tc.idleSince)

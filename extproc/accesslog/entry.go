@@ -60,6 +60,14 @@ func Row(environment string, e *accesslogdatav3.HTTPAccessLogEntry) logsink.Row 
 	return row
 }
 
+// WithoutQuery is url without its query string (and fragment).
+func WithoutQuery(url string) string {
+	if i := strings.IndexAny(url, "?#"); i >= 0 {
+		return url[:i]
+	}
+	return url
+}
+
 func clientIP(c *accesslogdatav3.AccessLogCommon) netip.Addr {
 	for _, a := range []*corev3.Address{c.GetDownstreamRemoteAddress(), c.GetDownstreamDirectRemoteAddress()} {
 		if ip, err := netip.ParseAddr(a.GetSocketAddress().GetAddress()); err == nil {

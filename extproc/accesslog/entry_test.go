@@ -101,3 +101,16 @@ func TestEnvironment(t *testing.T) {
 		t.Fatalf("no node: %q", got)
 	}
 }
+
+func TestWithoutQuery(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://10.0.0.1:8080/models/a/predict?key=secret&user=7": "http://10.0.0.1:8080/models/a/predict",
+		"http://a/b#frag": "http://a/b",
+		"http://a/b":      "http://a/b",
+		"http://a/?":      "http://a/",
+	} {
+		if got := WithoutQuery(in); got != want {
+			t.Errorf("WithoutQuery(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/internal/identity"
 )
 
 // Sink takes the rows of received entries; it must not block for long.
@@ -16,16 +19,43 @@ type Sink interface {
 	Add(rows ...logsink.Row)
 }
 
+// MaxAhead is how far past the server's clock an entry's start time may
+// be; later ones are clamped to the time they arrived (and counted), so a
+// made-up future row cannot sit on top of GET /proxy/logs and escape
+// retention.
+const MaxAhead = time.Minute
+
+// Options say what the service keeps of each entry.
+type Options struct {
+	// DropQuery logs URLs without their query string, which may carry
+	// what clients consider secret (keys, user ids).
+	DropQuery bool
+	// Registerer receives the service's metrics; none when nil.
+	Registerer prometheus.Registerer
+}
+
 // Server is the access-log service Envoy streams entries to.
 type Server struct {
 	accesslogv3.UnimplementedAccessLogServiceServer
-	sink Sink
-	log  *slog.Logger
+	sink    Sink
+	log     *slog.Logger
+	opts    Options
+	now     func() time.Time
+	clamped prometheus.Counter
 }
 
 // New returns a service handing rows to sink.
-func New(sink Sink, log *slog.Logger) *Server {
-	return &Server{sink: sink, log: log}
+func New(sink Sink, log *slog.Logger, opts Options) *Server {
+	s := &Server{sink: sink, log: log, opts: opts, now: time.Now,
+		clamped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nemesis_proxy_log_future_timestamps_total",
+			Help: "Access-log entries that started more than a minute in the future, stored with the time they arrived instead.",
+		}),
+	}
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(s.clamped)
+	}
+	return s
 }
 
 // Register adds the service to a gRPC server.
@@ -34,9 +64,16 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 // StreamAccessLogs reads one Envoy's stream. Envoy names itself in the
-// first message only; TCP entries are ignored (Nemesis proxies HTTP).
+// first message only; the rows' environment is the one of its client
+// certificate, and a stream naming another is refused before anything it
+// sent is stored. TCP entries are ignored (Nemesis proxies HTTP).
 func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAccessLogsServer) error {
-	environment := ""
+	ctx := stream.Context()
+	environment, err := identity.Authorize(ctx, "access logs", "")
+	if err != nil {
+		s.log.Warn("access logs refused", "peer", identity.Describe(ctx), "err", err)
+		return err
+	}
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -46,7 +83,12 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			return err
 		}
 		if id := msg.GetIdentifier(); id != nil {
-			environment = Environment(id.GetNode())
+			env, err := identity.Authorize(ctx, "access logs", Environment(id.GetNode()))
+			if err != nil {
+				s.log.Warn("access logs refused", "node", id.GetNode().GetId(), "peer", identity.Describe(ctx), "err", err)
+				return err
+			}
+			environment = env
 			s.log.Debug("envoy streams access logs", "node", id.GetNode().GetId(), "environment", environment)
 		}
 		entries := msg.GetHttpLogs().GetLogEntry()
@@ -54,8 +96,16 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			continue
 		}
 		rows := make([]logsink.Row, len(entries))
+		now := s.now().UTC()
 		for i, e := range entries {
 			rows[i] = Row(environment, e)
+			if rows[i].Timestamp.After(now.Add(MaxAhead)) {
+				rows[i].Timestamp = now
+				s.clamped.Inc()
+			}
+			if s.opts.DropQuery {
+				rows[i].TargetURL = WithoutQuery(rows[i].TargetURL)
+			}
 		}
 		s.sink.Add(rows...)
 	}

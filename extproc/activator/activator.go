@@ -12,7 +12,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
+	"github.com/nemesis-ml/nemesis/internal/identity"
 )
 
 // DefaultMaxHeld is how many requests one route may hold by default.
@@ -35,6 +35,10 @@ const DefaultMaxHeld = 1000
 type Config struct {
 	// MaxHeld bounds the requests held per route (DefaultMaxHeld when 0).
 	MaxHeld int
+	// Route returns the hold timeout of a route the control plane
+	// published for the environment; ok is false for any other route,
+	// which is refused before anything is held, woken or counted.
+	Route func(environment, name string) (hold time.Duration, ok bool)
 	// Ready blocks until every Envoy of the environment has ACKed a
 	// snapshot in which the route has a ready endpoint.
 	Ready func(ctx context.Context, environment, route string) error
@@ -42,10 +46,22 @@ type Config struct {
 	// namespace/name; it is called at once and then every renew interval
 	// while requests are held.
 	Wake func(ctx context.Context, namespace, name string, at time.Time) error
+	// Released, when set, hears of each wake's first release, for the
+	// decision record's stages.
+	Released func(Release)
 	// RenewInterval defaults to v1alpha1.ActivationRenewInterval.
 	RenewInterval time.Duration
 	Registerer    prometheus.Registerer
 	Log           *slog.Logger
+}
+
+// Release is one wake's first release of held requests.
+type Release struct {
+	Environment, Route string
+	// FirstHeld is when the first held request arrived, Ready when every
+	// Envoy had ACKed a ready endpoint, Released when the requests went on.
+	FirstHeld, Ready, Released time.Time
+	Held                       int
 }
 
 // Activator serves envoy.service.ext_proc.v3.ExternalProcessor.
@@ -76,13 +92,17 @@ func New(ctx context.Context, cfg Config) *Activator {
 // Register adds the ext_proc service to a gRPC server.
 func (a *Activator) Register(s *grpc.Server) { extprocv3.RegisterExternalProcessorServer(s, a) }
 
-// call is what Envoy tells about one request, from the route's metadata.
+// call is one request's route and how long it may be held.
 type call struct {
 	key  routeKey
 	hold time.Duration
 }
 
-func callOf(ctx context.Context) (call, error) {
+// callOf reads the route and environment Envoy sends with the stream. The
+// environment must be the one of the client certificate, the route one the
+// control plane published for it; the hold timeout is the route's own, from
+// the route table, never from the stream.
+func (a *Activator) callOf(ctx context.Context) (call, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	first := func(k string) string {
 		if v := md.Get(k); len(v) > 0 {
@@ -90,24 +110,30 @@ func callOf(ctx context.Context) (call, error) {
 		}
 		return ""
 	}
-	c := call{key: routeKey{environment: first(holdmeta.Environment), name: first(holdmeta.Route)}}
-	if c.key.environment == "" || !strings.Contains(c.key.name, "/") {
-		return c, status.Errorf(codes.InvalidArgument, "metadata %s and %s are required", holdmeta.Route, holdmeta.Environment)
+	claimed, name := first(holdmeta.Environment), first(holdmeta.Route)
+	if claimed == "" || !strings.Contains(name, "/") {
+		return call{}, status.Errorf(codes.InvalidArgument, "metadata %s and %s are required", holdmeta.Route, holdmeta.Environment)
 	}
-	secs, err := strconv.Atoi(first(holdmeta.HoldTimeout))
-	if err != nil || secs <= 0 {
-		secs = int(holdmeta.DefaultHoldTimeout / time.Second)
+	env, err := identity.Authorize(ctx, "ext_proc", claimed)
+	if err != nil {
+		a.cfg.Log.Warn("hold refused: the environment is not the client certificate's", "peer", identity.Describe(ctx), "err", err)
+		return call{}, err
 	}
-	c.hold = time.Duration(secs) * time.Second
-	return c, nil
+	hold, ok := a.cfg.Route(env, name)
+	if !ok {
+		a.cfg.Log.Warn("hold refused: no such route in the environment", "environment", env, "route", name, "peer", identity.Describe(ctx))
+		return call{}, status.Errorf(codes.PermissionDenied, "route %q is not published for environment %q", name, env)
+	}
+	return call{key: routeKey{environment: env, name: name}, hold: hold}, nil
 }
 
 // Process handles one request's ext_proc stream: Envoy sends the request
 // headers, and the answer is CONTINUE once the route is ready, or a 503.
 func (a *Activator) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
-	c, err := callOf(stream.Context())
+	c, err := a.callOf(stream.Context())
 	if err != nil {
-		a.metrics.rejected.WithLabelValues("", "", reasonInvalid).Inc()
+		// No route label: a made-up route must not add a series.
+		a.metrics.rejected.WithLabelValues("", "", reasonRefused).Inc()
 		return err
 	}
 	for {
@@ -238,6 +264,7 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 	told := make(chan time.Time, 1)
 	go a.renew(ctx, log, namespace, name, r.key, told)
 	first := true
+	reported := false
 	for {
 		err := a.cfg.Ready(ctx, r.key.environment, r.key.name)
 		if ctx.Err() != nil {
@@ -251,10 +278,15 @@ func (a *Activator) wake(ctx context.Context, r *route) {
 			continue
 		}
 		ready := time.Now()
-		done := a.release(ctx, r)
+		done, rel := a.release(ctx, r)
 		if first {
 			first = false
 			a.observeColdStart(r.key, start, told, ready, time.Now())
+		}
+		if rel.Held > 0 && !reported && a.cfg.Released != nil {
+			reported = true
+			rel.Ready = ready
+			a.cfg.Released(rel)
 		}
 		if done {
 			return
@@ -281,9 +313,9 @@ func (a *Activator) observeColdStart(key routeKey, start time.Time, told <-chan 
 	a.metrics.stage.WithLabelValues(env, route, stageRelease).Observe(released.Sub(ready).Seconds())
 }
 
-// release answers CONTINUE to every held request in arrival order; true
+// release answers CONTINUE to every held request in arrival order; done
 // when none is left and the waker stopped.
-func (a *Activator) release(ctx context.Context, r *route) bool {
+func (a *Activator) release(ctx context.Context, r *route) (done bool, rel Release) {
 	r.mu.Lock()
 	batch := r.queue
 	r.queue = nil
@@ -298,18 +330,20 @@ func (a *Activator) release(ctx context.Context, r *route) bool {
 		a.metrics.released.WithLabelValues(r.key.environment, r.key.name).Inc()
 		a.metrics.heldSeconds.WithLabelValues(r.key.environment, r.key.name).Observe(now.Sub(h.arrived).Seconds())
 	}
+	rel = Release{Environment: r.key.environment, Route: r.key.name, Released: now, Held: len(batch)}
 	if len(batch) > 0 {
+		rel.FirstHeld = batch[0].arrived
 		a.cfg.Log.Info("route ready; released held requests", "environment", r.key.environment, "route", r.key.name,
 			"released", len(batch), "longest_hold", now.Sub(batch[0].arrived).Round(time.Millisecond))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.queue) > 0 || ctx.Err() != nil {
-		return ctx.Err() != nil
+		return ctx.Err() != nil, rel
 	}
 	r.stop()
 	r.stop = nil
-	return true
+	return true, rel
 }
 
 // renew stamps the activation now and every renew interval until ctx ends;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/nemesis-ml/nemesis/extproc/holdmeta"
 )
@@ -29,15 +32,23 @@ type fixture struct {
 	ready  chan struct{}
 	wakes  atomic.Int64
 	woken  chan string
+	// releases are what Config.Released heard.
+	releases chan Release
+	// hold is the hold timeout of the one published route,
+	// production's ml/resnet.
+	hold atomic.Int64
 }
 
 func newFixture(t *testing.T, maxHeld int) *fixture {
-	f := &fixture{t: t, ready: make(chan struct{}), woken: make(chan string, 100)}
+	f := &fixture{t: t, ready: make(chan struct{}), woken: make(chan string, 100), releases: make(chan Release, 10)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	f.a = New(ctx, Config{
 		MaxHeld: maxHeld, RenewInterval: 50 * time.Millisecond, Registerer: prometheus.NewRegistry(),
 		Log: slog.New(slog.DiscardHandler),
+		Route: func(environment, name string) (time.Duration, bool) {
+			return time.Duration(f.hold.Load()), environment == "production" && name == "ml/resnet"
+		},
 		Ready: func(ctx context.Context, _, _ string) error {
 			select {
 			case <-f.ready:
@@ -51,6 +62,7 @@ func newFixture(t *testing.T, maxHeld int) *fixture {
 			f.woken <- namespace + "/" + name
 			return nil
 		},
+		Released: func(r Release) { f.releases <- r },
 	})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,10 +81,17 @@ func newFixture(t *testing.T, maxHeld int) *fixture {
 	return f
 }
 
-// send opens one request's stream, as Envoy does, and returns the answer.
-func (f *fixture) send(ctx context.Context, hold string) (*extprocv3.ProcessingResponse, error) {
-	ctx = metadata.AppendToOutgoingContext(ctx, holdmeta.Route, "ml/resnet",
-		holdmeta.Environment, "production", holdmeta.HoldTimeout, hold)
+// send opens one request's stream for ml/resnet, whose hold timeout is
+// holdSeconds, as Envoy does, and returns the answer.
+func (f *fixture) send(ctx context.Context, holdSeconds int) (*extprocv3.ProcessingResponse, error) {
+	f.hold.Store(int64(time.Duration(holdSeconds) * time.Second))
+	return f.sendFor(ctx, "production", "ml/resnet")
+}
+
+// sendFor opens one request's stream with the route and environment
+// metadata given.
+func (f *fixture) sendFor(ctx context.Context, environment, route string) (*extprocv3.ProcessingResponse, error) {
+	ctx = metadata.AppendToOutgoingContext(ctx, holdmeta.Route, route, holdmeta.Environment, environment)
 	stream, err := f.client.Process(ctx)
 	if err != nil {
 		return nil, err
@@ -127,19 +146,25 @@ func TestHeldRequestsContinueOnceReadyAndTheWakerStops(t *testing.T) {
 	answers := make([]*extprocv3.ProcessingResponse, 5)
 	for i := range answers {
 		wg.Go(func() {
-			resp, err := f.send(t.Context(), "30")
+			resp, err := f.send(t.Context(), 30)
 			if err != nil {
 				t.Error(err)
 			}
 			answers[i] = resp
 		})
 	}
+	start := time.Now()
 	f.waitHeld(5)
 	if got := <-f.woken; got != "ml/resnet" {
 		t.Fatalf("woke %q", got)
 	}
 	close(f.ready)
 	wg.Wait()
+	rel := <-f.releases
+	if rel.Route != "ml/resnet" || rel.Environment != "production" || rel.Held != 5 || rel.FirstHeld.Before(start) ||
+		rel.Ready.Before(rel.FirstHeld) || rel.Released.Before(rel.Ready) || time.Now().Before(rel.Released) {
+		t.Errorf("release %+v: want 5 held, stages in order after %s", rel, start)
+	}
 	for _, a := range answers {
 		if a.GetRequestHeaders() == nil {
 			t.Fatalf("answer %v, want CONTINUE", a)
@@ -157,7 +182,7 @@ func TestFullQueueRejectsAtOnceAndHoldTimesOut(t *testing.T) {
 	for range 2 {
 		wg.Go(func() {
 			start := time.Now()
-			resp, err := f.send(t.Context(), "1")
+			resp, err := f.send(t.Context(), 1)
 			if err != nil {
 				t.Error(err)
 				return
@@ -170,7 +195,7 @@ func TestFullQueueRejectsAtOnceAndHoldTimesOut(t *testing.T) {
 	}
 	f.waitHeld(2)
 	start := time.Now()
-	resp, err := f.send(t.Context(), "1")
+	resp, err := f.send(t.Context(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +216,7 @@ func TestClientGoneLeavesTheQueue(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = f.send(ctx, "30")
+		_, _ = f.send(ctx, 30)
 	}()
 	f.waitHeld(1)
 	cancel()
@@ -211,6 +236,49 @@ func TestMissingMetadataIsRefused(t *testing.T) {
 	_ = stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}}})
 	if _, err := stream.Recv(); err == nil {
 		t.Fatal("a stream without the route's metadata was accepted")
+	}
+}
+
+// A route the control plane did not publish for the environment is refused
+// at once and leaves no route entry, goroutine or series behind.
+func TestUnknownRouteIsRefusedAndLeavesNothing(t *testing.T) {
+	f := newFixture(t, 10)
+	// The first stream opens the connection and its goroutines.
+	if _, err := f.sendFor(t.Context(), "production", ""); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no route: %v, want InvalidArgument", err)
+	}
+	before := runtime.NumGoroutine()
+	for _, c := range []struct{ environment, route string }{
+		{"production", "victims/model"}, // not published
+		{"staging", "ml/resnet"},        // published, but for another environment
+	} {
+		_, err := f.sendFor(t.Context(), c.environment, c.route)
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("%s in %s: %v, want PermissionDenied", c.route, c.environment, err)
+		}
+	}
+	f.a.mu.Lock()
+	entries := len(f.a.routes)
+	f.a.mu.Unlock()
+	if entries != 0 {
+		t.Fatalf("%d route entries after refused streams", entries)
+	}
+	if n := testutil.CollectAndCount(f.a.metrics.held); n != 0 {
+		t.Fatalf("%d held series after refused streams", n)
+	}
+	if got := testutil.ToFloat64(f.a.metrics.rejected.WithLabelValues("", "", reasonRefused)); got != 3 {
+		t.Fatalf("refused counted %v times, want 3", got)
+	}
+	if f.wakes.Load() != 0 {
+		t.Fatal("a refused route was woken")
+	}
+	// The gRPC server's stream goroutines end with the streams.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines, %d before the refused streams", runtime.NumGoroutine(), before)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

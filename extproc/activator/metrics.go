@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, labels),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nemesis_activator_rejected_total",
-			Help: "Requests answered 503 by the activator, by reason: hold_timeout, queue_full, invalid_metadata.",
+			Help: "Requests answered 503 by the activator, by reason: hold_timeout, queue_full, refused.",
 		}, append(labels, "reason")),
 		canceled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "nemesis_activator_canceled_total",

@@ -14,7 +14,9 @@ import (
 const (
 	reasonTimeout   = "hold_timeout"
 	reasonQueueFull = "queue_full"
-	reasonInvalid   = "invalid_metadata"
+	// reasonRefused: metadata missing, another environment's, or a route
+	// that is not published.
+	reasonRefused = "refused"
 )
 
 // Retry-After, in seconds: a full queue drains within moments of the model

@@ -11,9 +11,6 @@ const (
 	Route = "x-nemesis-route"
 	// Environment carries the route's environment.
 	Environment = "x-nemesis-environment"
-	// HoldTimeout carries how long the activator may hold a request, in
-	// whole seconds.
-	HoldTimeout = "x-nemesis-hold-timeout"
 	// DefaultHoldTimeout applies when neither the route nor the control
 	// plane's options set one.
 	DefaultHoldTimeout = 120 * time.Second

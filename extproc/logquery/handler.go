@@ -80,7 +80,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), Timeout)
 	defer cancel()
-	logs, err := h.page(ctx, q)
+	logs, err := h.Page(ctx, q)
 	if err != nil {
 		h.log.Error("querying proxy logs", "query", r.URL.RawQuery, "err", err)
 		h.answers.WithLabelValues("503").Inc()
@@ -99,7 +99,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, http.StatusOK, logs)
 }
 
-func (h *Handler) page(ctx context.Context, q Query) ([]Log, error) {
+// Page returns the rows of q's page, plus the first row of the next page
+// when one follows (the console and the export page through it too).
+func (h *Handler) Page(ctx context.Context, q Query) ([]Log, error) {
 	sql, args := q.SQL()
 	rows, err := h.pool.Query(ctx, sql, args...)
 	if err != nil {

@@ -205,6 +205,20 @@ func Parse(v url.Values) (Query, error) {
 // SQL returns the statement and arguments that select the page, plus one
 // row to tell whether another page follows.
 func (q Query) SQL() (string, []any) {
+	where, args := q.Where()
+	sql := "SELECT " + strings.Join(columns, ", ") + " FROM proxy_logs"
+	if where != "" {
+		sql += " WHERE " + where
+	}
+	args = append(args, q.Limit+1)
+	sql += fmt.Sprintf(" ORDER BY timestamp DESC, id DESC LIMIT $%d", len(args))
+	return sql, args
+}
+
+// Where returns the filters (and the cursor) as a WHERE condition over
+// proxy_logs with its arguments ($1…), empty when there is none; the
+// console's charts aggregate the same rows a page lists.
+func (q Query) Where() (string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, arg any) {
@@ -258,13 +272,7 @@ func (q Query) SQL() (string, []any) {
 		t, id := len(args)-1, len(args)
 		where = append(where, fmt.Sprintf("timestamp <= $%d AND (timestamp < $%d OR id < $%d)", t, t, id))
 	}
-	sql := "SELECT " + strings.Join(columns, ", ") + " FROM proxy_logs"
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
-	args = append(args, q.Limit+1)
-	sql += fmt.Sprintf(" ORDER BY timestamp DESC, id DESC LIMIT $%d", len(args))
-	return sql, args
+	return strings.Join(where, " AND "), args
 }
 
 // likePrefix escapes LIKE's wildcards in p and appends one.

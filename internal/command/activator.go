@@ -25,8 +25,8 @@ type activatorFlags struct {
 
 // newActivator builds the ext_proc activator: it waits on the control
 // plane's ACKs and wakes targets by telling this process's controller and
-// stamping their CustomAutoscalers.
-func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, local *activation.Local, reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
+// stamping their CustomAutoscalers; released hears of each wake's release.
+func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, scheme *runtime.Scheme, cp *xds.ControlPlane, local *activation.Local, released func(activator.Release), reg prometheus.Registerer, log *slog.Logger) (*activator.Activator, error) {
 	if f.ActivatorMaxHeld < 1 {
 		return nil, fmt.Errorf("--activator-max-held must be at least 1, got %d", f.ActivatorMaxHeld)
 	}
@@ -40,7 +40,7 @@ func (f activatorFlags) newActivator(ctx context.Context, kube *rest.Config, sch
 		_, _ = c.RESTMapper().RESTMapping(schema.GroupKind{Group: v1alpha1.GroupVersion.Group, Kind: "CustomAutoscaler"})
 	}()
 	return activator.New(ctx, activator.Config{
-		MaxHeld: f.ActivatorMaxHeld, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
-		Registerer: reg, Log: log,
+		MaxHeld: f.ActivatorMaxHeld, Route: cp.Hold, Ready: cp.WaitReady, Wake: activation.Wake(local, activation.New(c)),
+		Released: released, Registerer: reg, Log: log,
 	}), nil
 }

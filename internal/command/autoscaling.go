@@ -11,7 +11,6 @@ import (
 
 type autoscalingFlags struct {
 	RedisURL                string        `help:"Redis holding pod samples and mirrored rules." default:"redis://127.0.0.1:6379/0" env:"NEMESIS_REDIS_URL"`
-	MetricsToken            string        `help:"Bearer token sidecars must send to POST /metrics; empty accepts any." env:"NEMESIS_METRICS_TOKEN"`
 	MetricsRetention        time.Duration `help:"How long pod samples are kept; at least the longest rule window." default:"1h" env:"NEMESIS_METRICS_RETENTION"`
 	Controller              bool          `help:"Run the CustomAutoscaler controller (--no-controller serves POST /metrics without a Kubernetes API)." default:"true" negatable:"" env:"NEMESIS_CONTROLLER"`
 	LeaderElectionNamespace string        `help:"Namespace of the controller's leader-election Lease; empty means the pod's own." env:"NEMESIS_LEADER_ELECTION_NAMESPACE"`
@@ -19,7 +18,7 @@ type autoscalingFlags struct {
 
 func (f autoscalingFlags) config(kube *rest.Config, activations *activation.Local) controller.Config {
 	return controller.Config{
-		RedisURL: f.RedisURL, Token: f.MetricsToken, Retention: f.MetricsRetention, RunController: f.Controller,
+		RedisURL: f.RedisURL, Retention: f.MetricsRetention, RunController: f.Controller,
 		Kube: kube, LeaderElectionNamespace: f.LeaderElectionNamespace, Activations: activations,
 	}
 }

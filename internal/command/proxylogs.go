@@ -31,6 +31,7 @@ type proxyLogFlags struct {
 	ProxyLogWriters        int           `help:"Proxy log batches written at once, each on its own connection." default:"2" env:"NEMESIS_PROXY_LOG_WRITERS"`
 	ProxyLogQueryConns     int32         `name:"proxy-log-query-connections" help:"PostgreSQL connections of GET /proxy/logs, a pool of its own: slow queries wait for these, never for the log writers' or the settings API's." default:"2" env:"NEMESIS_PROXY_LOG_QUERY_CONNECTIONS"`
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
+	ProxyLogDropQuery      bool          `help:"Log target URLs without their query strings (they may carry keys or user ids)." env:"NEMESIS_PROXY_LOG_DROP_QUERY"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 }
 
@@ -91,6 +92,7 @@ func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseUR
 		return nil, err
 	}
 	return &proxyLogs{
-		sink: sink, service: accesslog.New(sink, log), query: query, queryPool: queryPool, retention: ret,
+		sink: sink, service: accesslog.New(sink, log, accesslog.Options{DropQuery: f.ProxyLogDropQuery, Registerer: reg}),
+		query: query, queryPool: queryPool, retention: ret,
 	}, nil
 }

@@ -145,9 +145,11 @@ func TestConcurrentFirstMigrationsApplyOnce(t *testing.T) {
 	}
 	url := pg.URL("fresh")
 	migrateConcurrently(t, url, 3)
-	var applied, latest int
-	testenv.QueryRow(t, url, `SELECT count(*), max(version_id) FROM goose_db_version WHERE version_id > 0`, &applied, &latest)
-	if applied != latest {
-		t.Fatalf("%d migrations recorded for %d versions: some applied twice", applied, latest)
+	// Versions may have gaps (helpers working in parallel number theirs
+	// apart), so each is counted rather than compared with the latest.
+	var applied, versions int
+	testenv.QueryRow(t, url, `SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`, &applied, &versions)
+	if applied != versions {
+		t.Fatalf("%d migrations recorded for %d versions: some applied twice", applied, versions)
 	}
 }

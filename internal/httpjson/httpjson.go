@@ -86,22 +86,6 @@ func WriteBadRequest(w http.ResponseWriter, err error) {
 	WriteError(w, http.StatusInternalServerError, "", err.Error())
 }
 
-// RequireToken wraps next so that, when token is not empty, requests that
-// change something (any method but GET and HEAD) must carry
-// `Authorization: Bearer <token>`.
-func RequireToken(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead && !HasToken(r, token) {
-			WriteUnauthorized(w)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 // HasToken reports whether r carries `Authorization: Bearer <token>`,
 // comparing in constant time. It is the one bearer-token check of the APIs.
 func HasToken(r *http.Request, token string) bool {

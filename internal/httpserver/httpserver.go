@@ -48,6 +48,13 @@ func (m *Routes) Patterns() []string { return slices.Clone(m.patterns) }
 // Mux returns a mux serving /healthz (the process is alive), /readyz (every
 // check passes) and /metrics (the registry), to which callers add their APIs.
 func Mux(reg *prometheus.Registry, checks ...Check) *Routes {
+	return GuardedMux(reg, func(h http.Handler) http.Handler { return h }, checks...)
+}
+
+// GuardedMux is Mux with /metrics behind guard (an authorization check).
+// /readyz names the checks that failed, never their errors: those may hold
+// host names and users, and readiness probes need no credential.
+func GuardedMux(reg *prometheus.Registry, guard func(http.Handler) http.Handler, checks ...Check) *Routes {
 	mux := &Routes{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -56,10 +63,10 @@ func Mux(reg *prometheus.Registry, checks ...Check) *Routes {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		failed := map[string]string{}
+		failed := []string{}
 		for _, c := range checks {
 			if err := c.Run(ctx); err != nil {
-				failed[c.Name] = err.Error()
+				failed = append(failed, c.Name)
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -70,7 +77,7 @@ func Mux(reg *prometheus.Registry, checks ...Check) *Routes {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ready"})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", guard(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return mux
 }
 

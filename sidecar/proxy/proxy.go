@@ -208,6 +208,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(aborted)
 		}
 	}()
+	if r.ProtoMajor == 1 {
+		// A model may answer before it has read the whole request (a
+		// token stream starts at once; a model echoes an upload as it
+		// reads it). Without full duplex, Go's HTTP/1.1 server reads away
+		// what is left of the request body when the answer's headers are
+		// written, racing the transport that forwards that body to the
+		// model: the transport then drops its connection and the answer
+		// breaks off.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
 	if p.pick == ProtocolH2C || (p.pick == ProtocolAuto && r.ProtoMajor == 2) {
 		p.h2c.ServeHTTP(tw, r)
 		return

@@ -368,3 +368,51 @@ func histogramSum(t *testing.T, h prometheus.Histogram) float64 {
 	}
 	return mfs[0].Metric[0].Histogram.GetSampleSum()
 }
+
+// A model that starts its answer before the request body has ended still
+// gets all of the body, and the client all of the answer: the proxy keeps
+// forwarding the request while it writes the response (HTTP/1.1 full
+// duplex), as a token stream or an echoing upload needs.
+func TestAnswerMayStartBeforeTheRequestEnds(t *testing.T) {
+	model := serve(t, &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.EnableFullDuplex()
+		_, _ = io.WriteString(w, "started\n")
+		_ = rc.Flush()
+		n, err := io.Copy(io.Discard, r.Body)
+		_, _ = fmt.Fprintf(w, "%d %v\n", n, err)
+	})})
+	_, proxied := startProxy(t, model, ProtocolAuto)
+
+	body, send := io.Pipe()
+	headers := make(chan struct{})
+	waited := make(chan bool, 1)
+	go func() {
+		_, _ = send.Write(bytes.Repeat([]byte("a"), 1024))
+		// The rest once the answer has begun (without full duplex it
+		// never does: the proxy's server waits for the body's end).
+		select {
+		case <-headers:
+			waited <- false
+		case <-time.After(2 * time.Second):
+			waited <- true
+		}
+		_, _ = send.Write(bytes.Repeat([]byte("b"), 1024))
+		_ = send.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, proxied.String()+"/upload", body)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(headers)
+	defer func() { _ = resp.Body.Close() }()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != "started\n2048 <nil>\n" {
+		t.Fatalf("answer %q (%v), want the model to have read all 2048 bytes", got, err)
+	}
+	if <-waited {
+		t.Fatal("the answer's headers reached the client only after the request's body ended")
+	}
+}

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
+	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/sidecar/push/pushtest"
 )
 
@@ -79,9 +81,14 @@ func TestAcceptedSamplesArriveInBatchesWithTheToken(t *testing.T) {
 	if rcv.Posts() != 3 {
 		t.Fatalf("%d POSTs, want 3 batches", rcv.Posts())
 	}
-	if n := testutil.ToFloat64(p.pushed); n != 10 {
-		t.Fatalf("pushed counter %v, want 10", n)
-	}
+	// The receiver has the samples before the pusher reads its answer and
+	// counts them.
+	testenv.Eventually(t, 5*time.Second, "the pushed counter to reach 10", func() error {
+		if n := testutil.ToFloat64(p.pushed); n != 10 {
+			return fmt.Errorf("pushed counter %v, want 10", n)
+		}
+		return nil
+	})
 }
 
 func TestRejectedSamplesAreDroppedNotRetried(t *testing.T) {

@@ -74,11 +74,11 @@ type Mux interface {
 	Handle(pattern string, handler http.Handler)
 }
 
-// Register adds the API's routes to mux; when token is not empty, PUT needs
-// it as a bearer token.
-func (h *Handler) Register(mux Mux, token string) {
+// Register adds the API's routes to mux, unguarded: serve puts them behind
+// Guarded.
+func (h *Handler) Register(mux Mux) {
 	mux.Handle("GET /loadbalancer/settings", http.HandlerFunc(h.get))
-	mux.Handle("PUT /loadbalancer/settings", httpjson.RequireToken(token, http.HandlerFunc(h.put)))
+	mux.Handle("PUT /loadbalancer/settings", http.HandlerFunc(h.put))
 	mux.Handle("GET /loadbalancer/settings/history", http.HandlerFunc(h.history))
 	mux.Handle("GET /loadbalancer/status", http.HandlerFunc(h.status))
 }
@@ -157,6 +157,10 @@ type putRequest struct {
 	Policy         *string         `json:"policy"`
 	MaxConnections json.RawMessage `json:"max_connections"`
 	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
+	// Optional: their defaults apply when left out.
+	RetryAttempts            json.RawMessage `json:"retry_attempts"`
+	RetryBudgetPercent       json.RawMessage `json:"retry_budget_percent"`
+	StreamIdleTimeoutSeconds json.RawMessage `json:"stream_idle_timeout_seconds"`
 }
 
 func (p putRequest) settings() (settings.Settings, error) {
@@ -179,6 +183,15 @@ func (p putRequest) settings() (settings.Settings, error) {
 	if s.TimeoutSeconds, err = wholeNumber("timeout_seconds", p.TimeoutSeconds); err != nil {
 		return s, err
 	}
+	if s.RetryAttempts, err = wholeNumberOr("retry_attempts", p.RetryAttempts, settings.DefaultRetryAttempts); err != nil {
+		return s, err
+	}
+	if s.RetryBudgetPercent, err = wholeNumberOr("retry_budget_percent", p.RetryBudgetPercent, settings.DefaultRetryBudgetPercent); err != nil {
+		return s, err
+	}
+	if s.StreamIdleTimeoutSeconds, err = wholeNumberOr("stream_idle_timeout_seconds", p.StreamIdleTimeoutSeconds, settings.DefaultStreamIdleTimeoutSeconds); err != nil {
+		return s, err
+	}
 	return s, s.Validate()
 }
 
@@ -194,6 +207,15 @@ func wholeNumber(field string, raw json.RawMessage) (int, error) {
 		return 0, &validation.FieldError{Field: field, Message: "must be a whole number, not " + string(raw)}
 	}
 	return int(max(min(f, math.MaxInt32), math.MinInt32)), nil
+}
+
+// wholeNumberOr is wholeNumber for an optional field: def when it is left
+// out, refused when it is null.
+func wholeNumberOr(field string, raw json.RawMessage, def int) (int, error) {
+	if raw == nil {
+		return def, nil
+	}
+	return wholeNumber(field, raw)
 }
 
 // putResponse is the stored settings and, with ?wait=ack, the Envoys that
@@ -232,7 +254,9 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("settings changed", "environment", stored.Environment, "version", stored.Version,
-		"policy", stored.Policy, "max_connections", stored.MaxConnections, "timeout_seconds", stored.TimeoutSeconds)
+		"policy", stored.Policy, "max_connections", stored.MaxConnections, "timeout_seconds", stored.TimeoutSeconds,
+		"retry_attempts", stored.RetryAttempts, "retry_budget_percent", stored.RetryBudgetPercent,
+		"stream_idle_timeout_seconds", stored.StreamIdleTimeoutSeconds)
 	// Apply here at once rather than waiting for our own NOTIFY; the other
 	// replicas apply it on theirs.
 	if err := h.cp.SettingsChanged(r.Context(), stored.Environment); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/testing/adsclient"
 	"github.com/nemesis-ml/nemesis/internal/testing/fakesettings"
@@ -25,7 +26,11 @@ import (
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
 
-const token = "s3cret"
+// The operators' token (settings-write and read) and a read-only one.
+const (
+	token     = "s3cret"
+	readToken = "r3ader"
+)
 
 type harness struct {
 	t       *testing.T
@@ -61,8 +66,15 @@ func start(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	handler.Register(mux, token)
-	srv := httptest.NewServer(mux)
+	handler.Register(mux)
+	auth := &httpauth.Authorizer{}
+	if err := auth.Grant([]string{token}, httpauth.SettingsWrite, httpauth.Read); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.Grant([]string{readToken}, httpauth.Read); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api.Guarded(auth, mux))
 	t.Cleanup(srv.Close)
 	h.url = srv.URL
 	return h
@@ -131,7 +143,7 @@ func (h *harness) envoy(node, env string) *adsclient.Client {
 
 func TestGetReturnsTheDefaultsThenTheStoredSettings(t *testing.T) {
 	h := start(t)
-	code, body := h.callAs("", http.MethodGet, "/loadbalancer/settings", "")
+	code, body := h.callAs(readToken, http.MethodGet, "/loadbalancer/settings", "")
 	if got := decode[settings.Settings](t, body); code != http.StatusOK || got != settings.Defaults("default") {
 		t.Fatalf("GET before any PUT = %d %+v, want 200 and the defaults", code, got)
 	}
@@ -141,7 +153,7 @@ func TestGetReturnsTheDefaultsThenTheStoredSettings(t *testing.T) {
 	if code != http.StatusOK || put.Version != 1 || put.Policy != settings.Random || put.Environment != "prod" {
 		t.Fatalf("PUT = %d %s", code, body)
 	}
-	code, body = h.callAs("", http.MethodGet, "/loadbalancer/settings?environment=prod", "")
+	code, body = h.callAs(readToken, http.MethodGet, "/loadbalancer/settings?environment=prod", "")
 	if got := decode[settings.Settings](t, body); code != http.StatusOK || got.Version != 1 || got.MaxConnections != 5 || got.TimeoutSeconds != 7 || got.Default {
 		t.Errorf("GET after PUT = %d %s", code, body)
 	}
@@ -168,12 +180,12 @@ func TestHistoryIsNewestFirstAndLimited(t *testing.T) {
 			t.Fatalf("PUT %s = %d %s", policy, code, body)
 		}
 	}
-	code, body := h.callAs("", http.MethodGet, "/loadbalancer/settings/history?environment=prod&limit=2", "")
+	code, body := h.callAs(readToken, http.MethodGet, "/loadbalancer/settings/history?environment=prod&limit=2", "")
 	list := decode[[]settings.Settings](t, body)
 	if code != http.StatusOK || len(list) != 2 || list[0].Policy != settings.LeastConnections || list[1].Policy != settings.Random {
 		t.Errorf("history = %d %s, want least_connections then random", code, body)
 	}
-	code, body = h.callAs("", http.MethodGet, "/loadbalancer/settings/history?environment=staging", "")
+	code, body = h.callAs(readToken, http.MethodGet, "/loadbalancer/settings/history?environment=staging", "")
 	if list := decode[[]settings.Settings](t, body); code != http.StatusOK || len(list) != 0 {
 		t.Errorf("history of an unconfigured environment = %d %s, want 200 and []", code, body)
 	}
@@ -217,7 +229,7 @@ func TestStatusListsTheEnvoysByEnvironment(t *testing.T) {
 	h := start(t)
 	h.envoy("envoy-a", "prod")
 	h.envoy("envoy-b", "staging")
-	code, body := h.callAs("", http.MethodGet, "/loadbalancer/status", "")
+	code, body := h.callAs(readToken, http.MethodGet, "/loadbalancer/status", "")
 	got := decode[struct {
 		Environments map[string][]struct {
 			Node         string `json:"node"`
@@ -308,6 +320,15 @@ func TestPutWithoutTheTokenIsUnauthorized(t *testing.T) {
 		code, out := h.callAs(bearer, http.MethodPut, "/loadbalancer/settings", body)
 		if got := decode[httpjson.Error](t, out); code != http.StatusUnauthorized || got.Field != "Authorization" {
 			t.Errorf("%s: PUT = %d %s, want 401 naming Authorization", name, code, out)
+		}
+	}
+	code, out := h.callAs(readToken, http.MethodPut, "/loadbalancer/settings", body)
+	if got := decode[httpjson.Error](t, out); code != http.StatusForbidden || got.Field != "Authorization" {
+		t.Errorf("read token: PUT = %d %s, want 403 naming Authorization", code, out)
+	}
+	for _, path := range []string{"/loadbalancer/settings", "/loadbalancer/settings/history", "/loadbalancer/status"} {
+		if code, out := h.callAs("", http.MethodGet, path, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token = %d %s, want 401", path, code, out)
 		}
 	}
 	if rows := h.store.Rows(); len(rows) != 0 {

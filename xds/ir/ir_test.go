@@ -142,3 +142,83 @@ func TestValidate(t *testing.T) {
 		t.Errorf("Validate of a bad second route = %v, want it to start with routes[1]", err)
 	}
 }
+
+func TestRouteValidateRefuses(t *testing.T) {
+	ok := ir.Route{Name: "ml/a", PathPrefix: "/"}
+	cases := map[string]struct {
+		edit  func(*ir.Route)
+		field string
+	}{
+		"host with a port":       {func(r *ir.Route) { r.Hosts = []string{"a.example:80"} }, "hosts[0]"},
+		"upper-case host":        {func(r *ir.Route) { r.Hosts = []string{"A.example"} }, "hosts[0]"},
+		"wildcard host":          {func(r *ir.Route) { r.Hosts = []string{"*.example"} }, "hosts[0]"},
+		"host twice":             {func(r *ir.Route) { r.Hosts = []string{"a.example", "a.example"} }, "hosts[1]"},
+		"pseudo-header":          {func(r *ir.Route) { r.Headers = []ir.HeaderMatch{{Name: ":authority", Value: "a"}} }, "headers[0].name"},
+		"host as a header":       {func(r *ir.Route) { r.Headers = []ir.HeaderMatch{{Name: "host", Value: "a"}} }, "headers[0].name"},
+		"empty header value":     {func(r *ir.Route) { r.Headers = []ir.HeaderMatch{{Name: "x-model", Value: ""}} }, "headers[0].value"},
+		"header value with CRLF": {func(r *ir.Route) { r.Headers = []ir.HeaderMatch{{Name: "x-model", Value: "a\r\nb"}} }, "headers[0].value"},
+		"header twice": {func(r *ir.Route) {
+			r.Headers = []ir.HeaderMatch{{Name: "x-model", Value: "a"}, {Name: "x-model", Value: "b"}}
+		}, "headers[1].name"},
+		"unknown protocol": {func(r *ir.Route) { r.Protocol = "grpc" }, "protocol"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := ok
+			c.edit(&r)
+			var fe *validation.FieldError
+			if err := r.Validate(); !errors.As(err, &fe) || fe.Field != c.field {
+				t.Fatalf("Validate() = %v, want a field error on %s", err, c.field)
+			}
+		})
+	}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid route refused: %v", err)
+	}
+}
+
+// Two routes conflict only when they share a host (or both answer any
+// host) and the headers, besides the prefix; the older keeps the match and
+// the other is dropped with the owner named.
+func TestNormalizeConflicts(t *testing.T) {
+	grpc := "/inference.GRPCInferenceService/"
+	env := ir.Environment{Name: "default", Routes: []ir.Route{
+		{Name: "ml/b-header", PathPrefix: grpc, Headers: []ir.HeaderMatch{{Name: "x-model", Value: "b"}}},
+		{Name: "ml/a-host", PathPrefix: grpc, Hosts: []string{"a.example"}},
+		{Name: "ml/c-any", PathPrefix: grpc},
+		{Name: "ml/d-same-host", PathPrefix: grpc, Hosts: []string{"z.example", "a.example"}},
+		{Name: "ml/e-same-header", PathPrefix: grpc, Headers: []ir.HeaderMatch{{Name: "x-model", Value: "b"}}},
+		{Name: "ml/f-other-header", PathPrefix: grpc, Headers: []ir.HeaderMatch{{Name: "x-model", Value: "f"}}},
+	}}
+	dropped := env.Normalize()
+	var kept []string
+	for _, r := range env.Routes {
+		kept = append(kept, r.Name)
+	}
+	// Headers first (more specific at the same prefix), then by name.
+	if got, want := strings.Join(kept, " "), "ml/b-header ml/f-other-header ml/a-host ml/c-any"; got != want {
+		t.Errorf("kept %s, want %s", got, want)
+	}
+	reasons := map[string]string{}
+	for _, d := range dropped {
+		reasons[d.Route.Name] = d.Reason.Error()
+	}
+	want := map[string]string{
+		"ml/d-same-host":   "path prefix " + grpc + " is taken by ml/a-host",
+		"ml/e-same-header": "path prefix " + grpc + " is taken by ml/b-header",
+	}
+	if len(reasons) != len(want) {
+		t.Errorf("dropped %v, want %v", reasons, want)
+	}
+	for name, reason := range want {
+		if reasons[name] != reason {
+			t.Errorf("%s dropped for %q, want %q", name, reasons[name], reason)
+		}
+	}
+	env.Settings.Environment = env.Name
+	env.Settings.Policy, env.Settings.MaxConnections, env.Settings.TimeoutSeconds = "round_robin", 1, 1
+	env.Settings.RetryBudgetPercent, env.Settings.StreamIdleTimeoutSeconds = 20, 300
+	if err := env.Validate(); err != nil {
+		t.Errorf("normalized environment is invalid: %v", err)
+	}
+}

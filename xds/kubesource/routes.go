@@ -47,7 +47,11 @@ func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 			continue
 		}
 		name := ca.Namespace + "/" + ca.Name
-		route := ir.Route{Name: name, PathPrefix: spec.PathPrefix, Endpoints: []ir.Endpoint{}}
+		route := ir.Route{Name: name, PathPrefix: spec.PathPrefix, Hosts: spec.Hosts,
+			Protocol: ir.Protocol(spec.Protocol), Endpoints: []ir.Endpoint{}, CreatedAt: ca.CreationTimestamp.Time}
+		for _, h := range spec.Headers {
+			route.Headers = append(route.Headers, ir.HeaderMatch{Name: h.Name, Value: h.Value})
+		}
 		if ca.Spec.ScaleToZero != nil {
 			route.HoldTimeoutSeconds = ca.Spec.ScaleToZero.HoldTimeoutSeconds
 		}
@@ -57,12 +61,15 @@ func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 		case !ok:
 			problems = append(problems, Problem{name, "service " + key + " not found"})
 		default:
-			portName, found := servicePortName(svc, spec.Port)
+			port, found := servicePort(svc, spec.Port)
 			if !found {
 				problems = append(problems, Problem{name, "service " + key + " has no port " + itoa(spec.Port)})
 				break
 			}
-			route.Endpoints = readyEndpoints(slicesOf[key], portName)
+			if route.Protocol == "" {
+				route.Protocol = protocolOf(port)
+			}
+			route.Endpoints = readyEndpoints(slicesOf[key], port.Name)
 		}
 		env := spec.Environment
 		if env == "" {
@@ -73,13 +80,26 @@ func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 	return out, problems
 }
 
-func servicePortName(svc corev1.Service, port int32) (string, bool) {
+func servicePort(svc corev1.Service, port int32) (corev1.ServicePort, bool) {
 	for _, p := range svc.Spec.Ports {
 		if p.Port == port {
-			return p.Name, true
+			return p, true
 		}
 	}
-	return "", false
+	return corev1.ServicePort{}, false
+}
+
+// protocolOf reads a Service port's appProtocol: HTTP/2 without TLS for
+// kubernetes.io/h2c (the standard name) and grpc (what KServe and Knative
+// users write), the default (HTTP/1.1) for anything else.
+func protocolOf(p corev1.ServicePort) ir.Protocol {
+	if p.AppProtocol != nil {
+		switch *p.AppProtocol {
+		case "kubernetes.io/h2c", "grpc", "h2c":
+			return ir.H2C
+		}
+	}
+	return ""
 }
 
 // readyEndpoints lists the ready addresses of the slices on the port named

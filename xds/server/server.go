@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,12 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/nemesis-ml/nemesis/internal/identity"
 
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
@@ -49,23 +55,76 @@ type EnvoyStatus struct {
 	Node        string    `json:"node"`
 	Environment string    `json:"environment"`
 	ConnectedAt time.Time `json:"connected_at"`
+	// Authenticated says the environment is the one its client
+	// certificate names; false only when serve runs without TLS.
+	Authenticated bool `json:"authenticated"`
 	// AckedVersion is the version that every resource type this Envoy
 	// subscribed to has ACKed; empty while they differ.
 	AckedVersion string `json:"acked_version"`
 	LastNack     *Nack  `json:"last_nack,omitempty"`
+	// UnansweredSince is set when the Envoy has left a response neither
+	// ACKed nor NACKed for StallAfter or longer: it is stalled, and waits
+	// for ACKs leave it out until it answers.
+	UnansweredSince *time.Time `json:"unanswered_since,omitempty"`
 }
+
+// StallAfter is how long an Envoy may leave a response unanswered before
+// waits for ACKs stop counting it. A healthy Envoy answers within
+// milliseconds; one that never does (hung, or misbehaving with a valid
+// certificate) must not hold back the releases and ?wait=ack of the others.
+var StallAfter = 5 * time.Second
 
 type stream struct {
 	node        string
 	environment string
+	// certified is the environment the client certificate names; ""
+	// without TLS.
+	certified   string
+	peer        string
 	connectedAt time.Time
-	acked       map[string]string // type URL → version
-	sent        map[string]string // nonce → version
+	acked       map[string]string       // type URL → version
+	sent        map[string]sentResponse // nonce →
 	lastNack    *Nack
 }
 
+// sentResponse is a response the Envoy has not answered yet.
+type sentResponse struct {
+	typeURL, version string
+	at               time.Time
+}
+
+// unackedSince is when the oldest response the Envoy has not answered was
+// sent; zero when it answered them all.
+func (s *stream) unackedSince() time.Time {
+	var oldest time.Time
+	for _, r := range s.sent {
+		if oldest.IsZero() || r.at.Before(oldest) {
+			oldest = r.at
+		}
+	}
+	return oldest
+}
+
+// answered forgets the response nonce and the older ones of its type: Envoy
+// answers only the latest response of a type it received.
+func (s *stream) answered(typeURL, nonce string) {
+	r, ok := s.sent[nonce]
+	if !ok {
+		return
+	}
+	for n, o := range s.sent {
+		if o.typeURL == typeURL && !o.at.After(r.at) {
+			delete(s.sent, n)
+		}
+	}
+}
+
 func (s *stream) status() EnvoyStatus {
-	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack}
+	st := EnvoyStatus{Node: s.node, Environment: s.environment, ConnectedAt: s.connectedAt, LastNack: s.lastNack,
+		Authenticated: s.certified != ""}
+	if since := s.unackedSince(); !since.IsZero() && time.Since(since) >= StallAfter {
+		st.UnansweredSince = &since
+	}
 	first := true
 	for _, v := range s.acked {
 		// A type that has ACKed nothing yet ("") holds the others back too,
@@ -165,11 +224,15 @@ func (e *NackError) Error() string {
 
 // WaitAcked waits until every Envoy of the environment connected at the time
 // has ACKed a version that reached(version) accepts, and returns their status.
-// It fails with *NackError when one of them rejects such a version.
+// It fails with *NackError when one of them rejects such a version. An Envoy
+// that has left a response unanswered for StallAfter is not waited for (and
+// shows as stalled in Status): the rule is that every Envoy that answers
+// must have ACKed.
 func (s *Server) WaitAcked(ctx context.Context, environment string, reached func(version string) bool) ([]EnvoyStatus, error) {
 	for {
 		s.mu.Lock()
 		var pending, done []EnvoyStatus
+		var nextStall time.Time // when the next pending Envoy counts as stalled
 		for _, st := range s.streams {
 			if st.environment != environment {
 				continue
@@ -179,10 +242,16 @@ func (s *Server) WaitAcked(ctx context.Context, environment string, reached func
 				return nil, &NackError{Node: st.node, Nack: *st.lastNack}
 			}
 			status := st.status()
-			if status.AckedVersion != "" && reached(status.AckedVersion) {
+			switch {
+			case status.AckedVersion != "" && reached(status.AckedVersion):
 				done = append(done, status)
-			} else {
+			case status.UnansweredSince != nil:
+				// Stalled: not waited for.
+			default:
 				pending = append(pending, status)
+				if since := st.unackedSince(); !since.IsZero() && (nextStall.IsZero() || since.Add(StallAfter).Before(nextStall)) {
+					nextStall = since.Add(StallAfter)
+				}
 			}
 		}
 		changed := s.changed
@@ -190,11 +259,19 @@ func (s *Server) WaitAcked(ctx context.Context, environment string, reached func
 		if len(pending) == 0 {
 			return done, nil
 		}
+		// Wake up when the next pending Envoy turns stalled, too.
+		timer := time.NewTimer(time.Hour)
+		if !nextStall.IsZero() {
+			timer.Reset(time.Until(nextStall))
+		}
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return pending, fmt.Errorf("waiting for %d envoys of %q: %w", len(pending), environment, ctx.Err())
 		case <-changed:
+		case <-timer.C:
 		}
+		timer.Stop()
 	}
 }
 
@@ -204,21 +281,33 @@ func (s *Server) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// Serve runs the gRPC ADS server on l until ctx ends. register adds other
-// services to the same gRPC server, reached through the cluster Envoy's
-// bootstrap already has for xDS.
+// Serve runs the gRPC ADS server on l, without TLS, until ctx ends.
+// register adds other services to the same gRPC server, reached through the
+// cluster Envoy's bootstrap already has for xDS.
 func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*grpc.Server)) error {
+	return s.serve(ctx, l, nil, register)
+}
+
+// ServeTLS is Serve with TLS: cfg requires and verifies client
+// certificates, and every stream acts for the environment its certificate
+// names (internal/identity). A node whose cluster differs is refused with
+// PermissionDenied.
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, cfg *tls.Config, register ...func(*grpc.Server)) error {
+	return s.serve(ctx, l, []grpc.ServerOption{grpc.Creds(credentials.NewTLS(cfg))}, register)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, opts []grpc.ServerOption, register []func(*grpc.Server)) error {
 	xds := serverv3.NewServer(ctx, s.cache, serverv3.CallbackFuncs{
 		StreamOpenFunc:     s.onStreamOpen,
 		StreamClosedFunc:   s.onStreamClosed,
 		StreamRequestFunc:  s.onStreamRequest,
 		StreamResponseFunc: s.onStreamResponse,
 	})
-	grpcServer := grpc.NewServer(
+	grpcServer := grpc.NewServer(append(opts,
 		// Envoy pings every 10 s (envoy/bootstrap.yaml); allow it.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	)...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcServer, xds)
 	for _, r := range register {
 		r(grpcServer)
@@ -239,10 +328,16 @@ func (s *Server) Serve(ctx context.Context, l net.Listener, register ...func(*gr
 	return nil
 }
 
-func (s *Server) onStreamOpen(_ context.Context, id int64, _ string) error {
+func (s *Server) onStreamOpen(ctx context.Context, id int64, _ string) error {
+	certified, _, err := identity.FromContext(ctx)
+	if err != nil {
+		s.log.Warn("envoy refused: no environment in its certificate", "peer", identity.Describe(ctx), "err", err)
+		return status.Errorf(codes.PermissionDenied, "xds: %v", err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.streams[id] = &stream{connectedAt: time.Now(), acked: map[string]string{}, sent: map[string]string{}}
+	s.streams[id] = &stream{connectedAt: time.Now(), certified: certified, peer: identity.Describe(ctx),
+		acked: map[string]string{}, sent: map[string]sentResponse{}}
 	return nil
 }
 
@@ -266,13 +361,21 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 	first := st.node == "" && req.GetNode() != nil
 	if first {
 		// Envoy sends its node on the first request only.
-		st.node, st.environment = req.GetNode().GetId(), Environment(req.GetNode())
-		s.log.Info("envoy connected", "node", st.node, "environment", st.environment)
+		node, env := req.GetNode().GetId(), Environment(req.GetNode())
+		if st.certified != "" && env != st.certified {
+			s.mu.Unlock()
+			s.log.Warn("envoy refused: its node cluster is not the environment of its certificate",
+				"node", node, "cluster", env, "certificate_environment", st.certified, "peer", st.peer)
+			return status.Errorf(codes.PermissionDenied,
+				"node cluster %q is not the environment %q of the client certificate", env, st.certified)
+		}
+		st.node, st.environment = node, env
+		s.log.Info("envoy connected", "node", st.node, "environment", st.environment, "authenticated", st.certified != "")
 	}
 	switch {
 	case req.GetErrorDetail() != nil:
 		st.lastNack = &Nack{
-			Version: st.sent[req.GetResponseNonce()],
+			Version: st.sent[req.GetResponseNonce()].version,
 			TypeURL: req.GetTypeUrl(),
 			Message: req.GetErrorDetail().GetMessage(),
 			At:      time.Now(),
@@ -288,7 +391,7 @@ func (s *Server) onStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) er
 		// ("" when it has none): either way, what this type now runs.
 		st.acked[req.GetTypeUrl()] = req.GetVersionInfo()
 	}
-	delete(st.sent, req.GetResponseNonce())
+	st.answered(req.GetTypeUrl(), req.GetResponseNonce())
 	environment := st.environment
 	s.notifyLocked()
 	s.mu.Unlock()
@@ -303,6 +406,8 @@ func (s *Server) onStreamResponse(_ context.Context, id int64, _ *discoveryv3.Di
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st := s.streams[id]; st != nil {
-		st.sent[resp.GetNonce()] = resp.GetVersionInfo()
+		st.sent[resp.GetNonce()] = sentResponse{typeURL: resp.GetTypeUrl(), version: resp.GetVersionInfo(), at: time.Now()}
+		// Waiters time the Envoy's answer from now.
+		s.notifyLocked()
 	}
 }

@@ -31,11 +31,13 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // fails a call (and the listener reconnects) instead of hanging it.
 const queryTimeout = 10 * time.Second
 
-const columns = `id, environment, policy::text, max_connections, timeout_seconds, updated_at`
+const columns = `id, environment, policy::text, max_connections, timeout_seconds,
+	retry_attempts, retry_budget_percent, stream_idle_timeout_seconds, updated_at`
 
 func scan(row pgx.CollectableRow) (settings.Settings, error) {
 	var s settings.Settings
-	err := row.Scan(&s.Version, &s.Environment, &s.Policy, &s.MaxConnections, &s.TimeoutSeconds, &s.UpdatedAt)
+	err := row.Scan(&s.Version, &s.Environment, &s.Policy, &s.MaxConnections, &s.TimeoutSeconds,
+		&s.RetryAttempts, &s.RetryBudgetPercent, &s.StreamIdleTimeoutSeconds, &s.UpdatedAt)
 	return s, err
 }
 
@@ -88,12 +90,16 @@ func (st *Store) History(ctx context.Context, environment string, limit int) ([]
 // Insert stores s as the environment's newest settings and notifies the
 // listeners in the same transaction, so no listener sees one without the other.
 func (st *Store) Insert(ctx context.Context, s settings.Settings) (settings.Settings, error) {
+	s = s.WithDefaults()
 	var stored settings.Settings
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	err := pgx.BeginFunc(ctx, st.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `INSERT INTO loadbalancer_settings (environment, policy, max_connections, timeout_seconds)
-			VALUES ($1, $2, $3, $4) RETURNING `+columns, s.Environment, string(s.Policy), s.MaxConnections, s.TimeoutSeconds)
+		rows, _ := tx.Query(ctx, `INSERT INTO loadbalancer_settings (environment, policy, max_connections, timeout_seconds,
+			retry_attempts, retry_budget_percent, stream_idle_timeout_seconds)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING `+columns,
+			s.Environment, string(s.Policy), s.MaxConnections, s.TimeoutSeconds,
+			s.RetryAttempts, s.RetryBudgetPercent, s.StreamIdleTimeoutSeconds)
 		var err error
 		if stored, err = pgx.CollectExactlyOneRow(rows, scan); err != nil {
 			return err

@@ -5,9 +5,13 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/nemesis-ml/nemesis/xds/ir"
 	"github.com/nemesis-ml/nemesis/xds/settings"
 )
 
@@ -17,14 +21,22 @@ var lbPolicies = map[settings.Policy]clusterv3.Cluster_LbPolicy{
 	settings.Random:           clusterv3.Cluster_RANDOM,
 }
 
-func buildCluster(name string, s settings.Settings) *clusterv3.Cluster {
+// httpProtocolOptions is the key of a cluster's upstream HTTP options.
+const httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// minRetryConcurrency lets a model with few requests in flight still have
+// a few retries when the budget's share of them rounds to nothing.
+const minRetryConcurrency = 3
+
+func buildCluster(r ir.Route, s settings.Settings) (*clusterv3.Cluster, error) {
 	// One limit for connections, pending and active requests: with HTTP/1.1
 	// upstreams each request needs a connection, so max_connections bounds
 	// the load a model sees, and requests beyond it get 503 at once instead
-	// of queueing without bound.
+	// of queueing without bound. Over HTTP/2 requests share connections and
+	// max_requests is the bound.
 	limit := wrapperspb.UInt32(uint32(s.MaxConnections))
-	return &clusterv3.Cluster{
-		Name:                 name,
+	c := &clusterv3.Cluster{
+		Name:                 r.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource()},
 		ConnectTimeout:       durationpb.New(5 * time.Second),
@@ -34,6 +46,24 @@ func buildCluster(name string, s settings.Settings) *clusterv3.Cluster {
 			MaxConnections:     limit,
 			MaxPendingRequests: limit,
 			MaxRequests:        limit,
+			RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+				BudgetPercent:       &typev3.Percent{Value: float64(s.RetryBudgetPercent)},
+				MinRetryConcurrency: wrapperspb.UInt32(minRetryConcurrency),
+			},
 		}}},
 	}
+	if r.Protocol == ir.H2C {
+		opts, err := anypb.New(&httpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			}},
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptions: opts}
+	}
+	return c, nil
 }

@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"strconv"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -75,8 +74,10 @@ func buildExtProcFilter() (*hcmv3.HttpFilter, error) {
 	}, nil
 }
 
-// holdTimeout is how long the activator may hold a request of the route.
-func holdTimeout(r ir.Route, opts Options) time.Duration {
+// HoldTimeout is how long the activator may hold a request of the route:
+// the route's own, else the options', capped at MaxHoldTimeout. The
+// activator reads it from the control plane's route table, never from Envoy.
+func HoldTimeout(r ir.Route, opts Options) time.Duration {
 	switch {
 	case r.HoldTimeoutSeconds > 0:
 		return min(time.Duration(r.HoldTimeoutSeconds)*time.Second, MaxHoldTimeout)
@@ -87,13 +88,12 @@ func holdTimeout(r ir.Route, opts Options) time.Duration {
 }
 
 // extProcPerRoute enables the activator on a route at zero and tells it
-// which route, environment and hold timeout a request belongs to.
-func extProcPerRoute(env string, r ir.Route, hold time.Duration) (map[string]*anypb.Any, error) {
+// which route and environment a request belongs to.
+func extProcPerRoute(env string, r ir.Route) (map[string]*anypb.Any, error) {
 	cfg, err := anypb.New(&extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
 		Overrides: &extprocv3.ExtProcOverrides{GrpcInitialMetadata: []*corev3.HeaderValue{
 			{Key: holdmeta.Route, Value: r.Name},
 			{Key: holdmeta.Environment, Value: env},
-			{Key: holdmeta.HoldTimeout, Value: strconv.Itoa(int(hold / time.Second))},
 		}},
 	}})
 	if err != nil {

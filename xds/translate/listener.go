@@ -38,6 +38,9 @@ func buildListener(opts Options) (*listenerv3.Listener, error) {
 			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router},
 		}},
 	}
+	if err := edgeHygiene(hcm, opts); err != nil {
+		return nil, err
+	}
 	if opts.AccessLogCluster != "" {
 		accessLog, err := buildAccessLog(opts.AccessLogCluster)
 		if err != nil {

@@ -30,6 +30,10 @@ type Options struct {
 	// AccessLogCluster is the bootstrap cluster of the gRPC access-log
 	// service that Envoy streams every request to; "" logs nothing.
 	AccessLogCluster string `json:"accessLogCluster,omitempty"`
+	// TrustedHops is how many proxies in front of Envoy append to
+	// X-Forwarded-For; the client's address is the one they name. 0: the
+	// connection's peer is the client.
+	TrustedHops uint32 `json:"trustedHops,omitempty"`
 }
 
 // Resources are an environment's Envoy resources by type URL.
@@ -37,8 +41,10 @@ type Resources map[resource.Type][]types.Resource
 
 // Translate returns the listener, route configuration, clusters and
 // endpoints of env, which must be normalized and valid (ir.Environment's
-// Normalize and Validate).
+// Normalize and Validate) once settings.WithDefaults has filled what it
+// fills.
 func Translate(env ir.Environment, opts Options) (Resources, error) {
+	env.Settings = env.Settings.WithDefaults()
 	if err := env.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid environment %q: %w", env.Name, err)
 	}
@@ -57,7 +63,11 @@ func Translate(env ir.Environment, opts Options) (Resources, error) {
 		resource.EndpointType: {},
 	}
 	for _, r := range env.Routes {
-		out[resource.ClusterType] = append(out[resource.ClusterType], buildCluster(r.Name, env.Settings))
+		cluster, err := buildCluster(r, env.Settings)
+		if err != nil {
+			return nil, fmt.Errorf("building cluster %s: %w", r.Name, err)
+		}
+		out[resource.ClusterType] = append(out[resource.ClusterType], cluster)
 		out[resource.EndpointType] = append(out[resource.EndpointType], buildLoadAssignment(r))
 	}
 	return out, nil

@@ -135,6 +135,36 @@ func TestAPIServerRefusesInvalidAutoscalers(t *testing.T) {
 			mutate: func(ca *v1alpha1.CustomAutoscaler) { ca.Spec.Route.Port = 70000 },
 			want:   "spec.route.port: Invalid value",
 		},
+		"host with a port": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) { ca.Spec.Route.Hosts = []string{"digits.example:80"} },
+			want:   "spec.route.hosts[0]: Invalid value",
+		},
+		"host twice": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) { ca.Spec.Route.Hosts = []string{"a.example", "a.example"} },
+			want:   "spec.route.hosts[1]: Duplicate value",
+		},
+		"host as a header": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) {
+				ca.Spec.Route.Headers = []v1alpha1.HeaderMatch{{Name: "host", Value: "digits.example"}}
+			},
+			want: "match the host with hosts, not a header",
+		},
+		"pseudo-header": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) {
+				ca.Spec.Route.Headers = []v1alpha1.HeaderMatch{{Name: ":authority", Value: "digits.example"}}
+			},
+			want: "spec.route.headers[0].name: Invalid value",
+		},
+		"empty header value": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) {
+				ca.Spec.Route.Headers = []v1alpha1.HeaderMatch{{Name: "x-model", Value: ""}}
+			},
+			want: "spec.route.headers[0].value: Invalid value",
+		},
+		"unknown protocol": {
+			mutate: func(ca *v1alpha1.CustomAutoscaler) { ca.Spec.Route.Protocol = "grpc" },
+			want:   `spec.route.protocol: Unsupported value: "grpc"`,
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ca := valid(ns)

@@ -95,6 +95,42 @@ type Route struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
 	Port int32 `json:"port"`
+	// Hosts are the host names the route answers for (the Host header, or
+	// gRPC's :authority), without a port; empty answers every host. A host
+	// name is matched before any path.
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +listType=set
+	// +optional
+	Hosts []string `json:"hosts,omitempty"`
+	// Headers must all be present with exactly these values, e.g. a model
+	// name header that tells apart gRPC models sharing one path.
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Headers []HeaderMatch `json:"headers,omitempty"`
+	// Protocol is how Envoy speaks to the pods: http1, or h2c (HTTP/2
+	// without TLS, which gRPC needs). Unset: h2c when the Service port's
+	// appProtocol is kubernetes.io/h2c or grpc, http1 otherwise.
+	// +kubebuilder:validation:Enum=http1;h2c
+	// +optional
+	Protocol string `json:"protocol,omitempty"`
+}
+
+// HeaderMatch is a request header that must have exactly Value.
+// +kubebuilder:validation:XValidation:rule="self.name != 'host'",message="match the host with hosts, not a header"
+type HeaderMatch struct {
+	// Name of the header, in lower case; not a pseudo-header.
+	// +kubebuilder:validation:Pattern=`^[a-z0-9][-a-z0-9_.]*$`
+	// +kubebuilder:validation:MaxLength=100
+	Name string `json:"name"`
+	// Value the header must have, exactly.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[ -~]+$`
+	Value string `json:"value"`
 }
 
 // Threshold compares one aggregated metric with a value.
@@ -260,7 +296,8 @@ type CustomAutoscalerStatus struct {
 	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Recommendations []Recommendation `json:"recommendations,omitempty"`
-	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable.
+	// Conditions: Ready, ScalingActive, AbleToScale, MetricsAvailable,
+	// RouteAccepted.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -279,6 +316,8 @@ type CustomAutoscalerStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desiredReplicas`
 // +kubebuilder:printcolumn:name="Last-Rule",type=string,JSONPath=`.status.lastDecision.rule`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Route-Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="RouteAccepted")].status`
+// +kubebuilder:printcolumn:name="Route-Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="RouteAccepted")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type CustomAutoscaler struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -35,6 +35,10 @@ type EnvoyConfig struct {
 	// Overlay is more bootstrap, as YAML, merged over the file the way
 	// the manifests' --config-yaml is (their stats listener).
 	Overlay string
+	// TLSDir holds the environment's client pair and the control plane's
+	// CA (ca.crt, tls.crt, tls.key); empty connects without TLS, to a
+	// control plane run with --insecure-no-auth.
+	TLSDir string
 }
 
 // Envoy is a running Envoy.
@@ -141,8 +145,10 @@ func (e *Envoy) Stop() error { return e.proc.Stop(10 * time.Second) }
 func (e *Envoy) Process() *Process { return e.proc }
 
 // RenderBootstrap writes the bootstrap template (envoy/bootstrap.yaml) into
-// dir with the xDS server's address filled in, and returns the file's path.
-func RenderBootstrap(template, dir, xdsAddr string) (string, error) {
+// dir with the xDS server's address and the TLS folder filled in, and
+// returns the file's path. An empty tlsDir removes the control plane
+// cluster's TLS.
+func RenderBootstrap(template, dir, xdsAddr, tlsDir string) (string, error) {
 	host, port, err := net.SplitHostPort(xdsAddr)
 	if err != nil {
 		return "", fmt.Errorf("parsing xds address %q: %w", xdsAddr, err)
@@ -154,15 +160,40 @@ func RenderBootstrap(template, dir, xdsAddr string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading envoy bootstrap: %w", err)
 	}
-	out := strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port).Replace(string(raw))
+	out := []byte(strings.NewReplacer("XDS_HOST", host, "XDS_PORT", port, "TLS_DIR", tlsDir).Replace(string(raw)))
+	if tlsDir == "" {
+		if out, err = withoutTLS(out); err != nil {
+			return "", err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("creating %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, "bootstrap.yaml")
-	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+	if err := os.WriteFile(path, out, 0o644); err != nil {
 		return "", fmt.Errorf("writing envoy bootstrap: %w", err)
 	}
 	return path, nil
+}
+
+// withoutTLS removes the transport socket of the bootstrap's static clusters.
+func withoutTLS(bootstrap []byte) ([]byte, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(bootstrap, &doc); err != nil {
+		return nil, fmt.Errorf("reading envoy bootstrap: %w", err)
+	}
+	static, _ := doc["static_resources"].(map[string]any)
+	clusters, _ := static["clusters"].([]any)
+	for _, c := range clusters {
+		if cluster, ok := c.(map[string]any); ok {
+			delete(cluster, "transport_socket")
+		}
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("writing envoy bootstrap: %w", err)
+	}
+	return out, nil
 }
 
 // RouteFilters returns the names of the HTTP filters that the route named

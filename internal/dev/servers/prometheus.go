@@ -34,6 +34,9 @@ type ScrapeTarget struct {
 	Job     string
 	Address string // host:port
 	Path    string // default /metrics
+	// BearerToken is sent to every target of the job (serve's /metrics
+	// needs the read scope); empty sends none.
+	BearerToken string
 }
 
 // Prometheus is a running Prometheus server on 127.0.0.1.
@@ -100,10 +103,14 @@ func StartPrometheus(ctx context.Context, cfg PrometheusConfig) (*Prometheus, er
 func prometheusYAML(cfg PrometheusConfig) map[string]any {
 	interval := cfg.Interval.String()
 	jobs := map[string][]map[string]any{}
+	tokens := map[string]string{}
 	var order []string
 	for _, t := range cfg.Targets {
 		if _, ok := jobs[t.Job]; !ok {
 			order = append(order, t.Job)
+		}
+		if t.BearerToken != "" {
+			tokens[t.Job] = t.BearerToken
 		}
 		path := t.Path
 		if path == "" {
@@ -115,7 +122,11 @@ func prometheusYAML(cfg PrometheusConfig) map[string]any {
 	}
 	var scrapes []map[string]any
 	for _, job := range order {
-		scrapes = append(scrapes, map[string]any{"job_name": job, "static_configs": jobs[job]})
+		scrape := map[string]any{"job_name": job, "static_configs": jobs[job]}
+		if token := tokens[job]; token != "" {
+			scrape["authorization"] = map[string]string{"type": "Bearer", "credentials": token}
+		}
+		scrapes = append(scrapes, scrape)
 	}
 	if cfg.SidecarTargets != "" {
 		scrapes = append(scrapes, map[string]any{

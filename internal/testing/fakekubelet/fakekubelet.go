@@ -48,8 +48,9 @@ type Config struct {
 	// Environment is the route's environment; the path prefix is
 	// /models/<name>.
 	Environment string
-	// MetricsURL is the base URL of the controller's POST /metrics.
-	MetricsURL string
+	// MetricsURL is the base URL of the controller's POST /metrics, and
+	// MetricsToken the bearer token it takes.
+	MetricsURL, MetricsToken string
 	// Startup is how long the pod takes to become ready after a wake.
 	Startup time.Duration
 	// NeverReady makes a model that is woken but never gets ready.
@@ -214,7 +215,13 @@ func (m *Model) push() {
 		rate = 0
 	}
 	body, _ := json.Marshal(podmetric.Sample{ID: m.PodID(), RequestRate: rate, ReceivedAt: time.Now()})
-	resp, err := http.Post(m.cfg.MetricsURL+"/metrics", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, m.cfg.MetricsURL+"/metrics", bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+m.cfg.MetricsToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/internal/dev/servers"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
+	"github.com/nemesis-ml/nemesis/internal/pki"
 )
 
 const logTail = 16 << 10
@@ -243,11 +244,13 @@ func Envoy(t testing.TB, cfg servers.EnvoyConfig) *servers.Envoy {
 
 // ProjectEnvoy starts an Envoy on the repository's bootstrap
 // (envoy/bootstrap.yaml), connected to the xDS server at xdsAddr, with
-// cfg's node id, cluster and log level, and waits until it is LIVE.
+// cfg's node id, cluster, log level and client certificates (cfg.TLSDir,
+// see Certificates; none for a server without TLS), and waits until it is
+// LIVE.
 func ProjectEnvoy(t testing.TB, xdsAddr string, cfg servers.EnvoyConfig) *servers.Envoy {
 	t.Helper()
 	cfg.Dir = Dir(t, "envoy")
-	bootstrap, err := servers.RenderBootstrap(filepath.Join(RepoRoot(t), "envoy", "bootstrap.yaml"), cfg.Dir, xdsAddr)
+	bootstrap, err := servers.RenderBootstrap(filepath.Join(RepoRoot(t), "envoy", "bootstrap.yaml"), cfg.Dir, xdsAddr, cfg.TLSDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +260,52 @@ func ProjectEnvoy(t testing.TB, xdsAddr string, cfg servers.EnvoyConfig) *server
 		t.Fatal(err)
 	}
 	return e
+}
+
+// Certs is a folder of certificates written as `nemesis certgen --out-dir`
+// does (serve's pair under pki.ServeDir, an environment's client pair under
+// pki.EnvoyDir(env)), and the CA that signed them, which can sign more.
+type Certs struct {
+	Dir string
+	ca  *pki.CA
+}
+
+// Certificates writes a CA, serve's serving pair (for 127.0.0.1) and a client
+// pair for each environment into a folder of the test's: serve's --tls-dir
+// is pki.ServeDir under it, an Envoy's TLSDir pki.EnvoyDir(env).
+func Certificates(t testing.TB, environments ...string) *Certs {
+	t.Helper()
+	ca, err := pki.NewCA("nemesis test CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Certs{Dir: Dir(t, "tls"), ca: ca}
+	serve, err := ca.Server([]string{"127.0.0.1", "localhost"}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := serve.WriteDir(filepath.Join(c.Dir, pki.ServeDir)); err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range environments {
+		c.Client(t, env)
+	}
+	return c
+}
+
+// Client writes a client pair of environment, signed by the CA, and returns
+// its folder.
+func (c *Certs) Client(t testing.TB, environment string) string {
+	t.Helper()
+	pair, err := c.ca.Client(environment, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(c.Dir, pki.EnvoyDir(environment))
+	if err := pair.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 var kube struct {
