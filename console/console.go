@@ -77,8 +77,15 @@ func New(cfg Config) (*Console, error) {
 	return c, nil
 }
 
+// Mux is where Register adds the routes: an *http.ServeMux, or serve's
+// *httpserver.Routes that remembers them for the OpenAPI check.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
+	HandleFunc(pattern string, handler func(http.ResponseWriter, *http.Request))
+}
+
 // Register adds the console and its JSON APIs to mux.
-func (c *Console) Register(mux *http.ServeMux) {
+func (c *Console) Register(mux Mux) {
 	static, _ := fs.Sub(staticFiles, "static")
 	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", cacheFor(time.Hour, http.FileServerFS(static))))
 	mux.HandleFunc("GET /ui/login", c.loginPage)

@@ -110,6 +110,8 @@ func (c *Console) report(ctx context.Context, since, until time.Time) (*Report, 
 			return nil, err
 		}
 	}
+	// An empty report has rows [], not null: the document says array.
+	rep.Rows = make([]ReportRow, 0, len(byRoute))
 	for _, r := range byRoute {
 		rep.Rows = append(rep.Rows, *r)
 	}

@@ -10,6 +10,8 @@
 #   podman, buildah, debootstrap (make images), containerd, runc and the CNI
 #   plugins (make cluster) from the distribution's packages,
 #   controller-gen and staticcheck (hack/tools/gen),
+#   schemathesis and openapi-spec-validator from PyPI into a venv
+#   (hack/tools/schemathesis/requirements.txt, every version pinned),
 #   a Python venv with MLServer, scikit-learn and the tritonclient, openai and
 #   websockets clients (hack/python/requirements.txt).
 # Binaries land in .tools/bin as links into a cache outside the work tree
@@ -35,6 +37,8 @@ install_packages() {
 	compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v wrk >/dev/null || missing+=(wrk)
+	# Debian's python3 makes venvs only with python3-venv (schemathesis's).
+	python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 	# Prometheus and promtool: `make run` scrapes the stack, `make test`
 	# checks and unit-tests the alert rules and runs them end to end.
 	command -v promtool >/dev/null || missing+=(prometheus)
@@ -101,6 +105,26 @@ build_go_tool() {
 	ln -sfn "$out" "$bin/$name"
 }
 
+# install_python_tools: a venv with hack/tools/schemathesis/requirements.txt,
+# rebuilt only when that file changes.
+install_python_tools() {
+	local req=$root/hack/tools/schemathesis/requirements.txt
+	local key
+	key=$(sha256sum "$req" | cut -c1-16)
+	local dir=$cache/schemathesis-$key
+	# A venv's scripts name its path, so it is built in place; .installed
+	# marks one that finished.
+	if [ ! -e "$dir/.installed" ]; then
+		log "installing schemathesis from PyPI"
+		rm -rf "$dir"
+		python3 -m venv "$dir"
+		"$dir/bin/pip" install --disable-pip-version-check -q -r "$req"
+		touch "$dir/.installed"
+	fi
+	ln -sfn "$dir/bin/schemathesis" "$bin/schemathesis"
+	ln -sfn "$dir/bin/openapi-spec-validator" "$bin/openapi-spec-validator"
+}
+
 # install_python_venv: the venv of hack/python/requirements.txt, keyed by
 # its hash and the interpreter's version, linked as .tools/venv. A venv's
 # scripts name its folder, so it is built in place and marked complete last.
@@ -122,6 +146,7 @@ install_python_venv() {
 install_packages
 for tool in prometheus promtool; do ln -sfn "$(command -v $tool)" "$bin/$tool"; done
 install_envoy
+install_python_tools
 install_python_venv
 build_go_tool etcd etcd go.etcd.io/etcd/server/v3
 kube_version_pkg=k8s.io/component-base/version

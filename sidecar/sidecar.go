@@ -16,8 +16,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nemesis-ml/nemesis/controller/podmetric"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
+	"github.com/nemesis-ml/nemesis/internal/openapi"
 	"github.com/nemesis-ml/nemesis/sidecar/meter"
 	"github.com/nemesis-ml/nemesis/sidecar/proxy"
 	"github.com/nemesis-ml/nemesis/sidecar/push"
@@ -97,7 +100,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 	probe := newModelProbe(cfg.Model.Host, healthURL)
 	var draining atomic.Bool
-	admin := httpserver.Mux(reg,
+	admin := adminRoutes(reg,
 		httpserver.Check{Name: "model", Run: probe.check},
 		httpserver.Check{Name: "sidecar", Run: func(context.Context) error {
 			if draining.Load() {
@@ -106,9 +109,6 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 			return nil
 		}},
 	)
-	// /ready is the path the manifests probe; it answers as /readyz does.
-	readyz, _ := admin.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/readyz"}})
-	admin.Handle("GET /ready", readyz)
 
 	podL, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -169,4 +169,15 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 	log.Info("sidecar stopped", "pod", id)
 	return nil
+}
+
+// adminRoutes is the admin port's API. internal/openapi's sidecar.json
+// describes every route on it; admin_test.go fails when one is missing.
+func adminRoutes(reg *prometheus.Registry, checks ...httpserver.Check) *httpserver.Routes {
+	admin := httpserver.Mux(reg, checks...)
+	// /ready is the path the manifests probe; it answers as /readyz does.
+	readyz, _ := admin.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/readyz"}})
+	admin.Handle("GET /ready", readyz)
+	admin.Handle("GET /openapi.json", openapi.Handler(openapi.Sidecar()))
+	return admin
 }

@@ -194,6 +194,11 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 		"stream idle over 1 h":   {valid("stream_idle_timeout_seconds", "3601"), "stream_idle_timeout_seconds"},
 		"environment with caps":  {valid("environment", `"Prod"`), "environment"},
 		"environment too long":   {valid("environment", `"`+strings.Repeat("a", 51)+`"`), "environment"},
+		"null environment":       {valid("environment", "null"), "environment"},
+		"environment a number":   {valid("environment", "7"), "environment"},
+		"null policy":            {valid("policy", "null"), "policy"},
+		"null max_connections":   {valid("max_connections", "null"), "max_connections"},
+		"connections as string":  {valid("max_connections", `"10"`), "max_connections"},
 		"unknown field":          {`{"policy":"random","max_connections":1,"timeout_seconds":1,"weight":3}`, "weight"},
 		"two JSON values":        {valid("policy", `"random"`) + `{}`, ""},
 		"malformed JSON":         {`{"policy":`, ""},
@@ -213,6 +218,31 @@ func TestInvalidSettingsAreRefusedAndChangeNothing(t *testing.T) {
 			got := decode[struct{ Error, Field string }](t, body)
 			if got.Field != tc.field || got.Error == "" {
 				t.Fatalf("error %+v, want it to name field %q", got, tc.field)
+			}
+		})
+	}
+	// A parameter given but empty is refused like any other invalid value,
+	// not read as absent; ?timeout= takes the form its pattern declares.
+	for query, field := range map[string]string{
+		"GET /loadbalancer/settings?environment=":              "environment",
+		"GET /loadbalancer/settings/history?environment=":      "environment",
+		"GET /loadbalancer/settings/history?limit=":            "limit",
+		"PUT /loadbalancer/settings?wait=":                     "wait",
+		"PUT /loadbalancer/settings?wait=ack&timeout=":         "timeout",
+		"PUT /loadbalancer/settings?wait=ack&timeout=3m":       "timeout",
+		"PUT /loadbalancer/settings?wait=ack&timeout=1m30s":    "timeout",
+		"PUT /loadbalancer/settings?wait=ack&timeout=0s":       "timeout",
+		"PUT /loadbalancer/settings?wait=ack&timeout=120001ms": "timeout",
+		"PUT /loadbalancer/settings?timeout=soon":              "timeout",
+	} {
+		t.Run(query, func(t *testing.T) {
+			method, path, _ := strings.Cut(query, " ")
+			code, body := s.request(method, path, valid("policy", `"round_robin"`), token)
+			if code != http.StatusBadRequest {
+				t.Fatalf("got %d %s, want 400", code, body)
+			}
+			if got := decode[struct{ Error, Field string }](t, body); got.Field != field {
+				t.Fatalf("error %+v, want it to name %q", got, field)
 			}
 		})
 	}
@@ -262,10 +292,14 @@ func TestGetSettingsShowsDefaultsThenStored(t *testing.T) {
 		t.Fatalf("defaults: %d %s", code, body)
 	}
 	s.mustPut("least_connections", 50, 30)
-	s.mustPut("random", 60, 20)
+	// Whole numbers are JSON Schema integers however they are written.
+	code, body = s.put(fmt.Sprintf(`{"environment":%q,"policy":"random","max_connections":60.0,"timeout_seconds":2e1}`, s.env))
+	if code != http.StatusOK {
+		t.Fatalf("PUT 60.0 and 2e1: %d %s", code, body)
+	}
 	_, body = s.request(http.MethodGet, "/loadbalancer/settings?environment="+s.env, "", readToken)
 	got = decode[map[string]any](t, body)
-	if got["policy"] != "random" || got["max_connections"] != float64(60) || got["default"] != nil {
+	if got["policy"] != "random" || got["max_connections"] != float64(60) || got["timeout_seconds"] != float64(20) || got["default"] != nil {
 		t.Fatalf("current: %s", body)
 	}
 	_, body = s.request(http.MethodGet, "/loadbalancer/settings/history?limit=5&environment="+s.env, "", readToken)

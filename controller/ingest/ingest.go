@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,11 +190,30 @@ func (h *Handler) decodeOne(raw []byte, s *podmetric.Sample, now time.Time, pref
 		}
 		return &validation.FieldError{Field: strings.TrimSuffix(prefix, "."), Message: "not a JSON sample: " + err.Error()}
 	}
+	if field := nullField(raw); field != "" {
+		return &validation.FieldError{Field: prefix + field, Message: "must not be null; leave it out instead"}
+	}
 	if err := h.validate(s, now); err != nil {
 		err.Field = prefix + err.Field
 		return err
 	}
 	return nil
+}
+
+// nullField names the first field (by name) of a sample object that is
+// null, or returns "". encoding/json skips a null, which would read as 0 or
+// as "stamp it now" where the sender may have meant something else.
+func nullField(raw []byte) string {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		if string(fields[name]) == "null" {
+			return name
+		}
+	}
+	return ""
 }
 
 func (h *Handler) validate(s *podmetric.Sample, now time.Time) *validation.FieldError {

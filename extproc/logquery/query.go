@@ -72,25 +72,28 @@ func decodeCursor(s string) (*Cursor, error) {
 	return &Cursor{Timestamp: t, ID: n}, nil
 }
 
-// Longest target_url and route a filter may name: longer ones match no
-// stored row (the sink cuts URLs to 2 KiB and refuses longer fields).
+// Longest target_url, route and environment a filter may name, in
+// characters as the OpenAPI document counts them: longer ones match no
+// stored row (the sink cuts URLs to 2 KiB).
 const (
-	maxURLParam   = 4096
-	maxRouteParam = 1024
+	maxURLParam         = 4096
+	maxRouteParam       = 1024
+	maxEnvironmentParam = 50
 )
 
-// checkText says what is wrong with a text parameter PostgreSQL would
-// refuse or that can match nothing, or "".
-func checkText(v string, maxBytes int) string {
+// checkText says what is wrong with a text parameter that PostgreSQL would
+// refuse (a NUL byte, bytes that are not UTF-8) or that can match nothing,
+// or returns "".
+func checkText(v string, maxChars int) string {
 	switch {
 	case v == "":
 		return "must not be empty"
-	case len(v) > maxBytes:
-		return fmt.Sprintf("must be at most %d bytes", maxBytes)
-	case strings.IndexByte(v, 0) >= 0:
-		return "must not hold a NUL byte"
 	case !utf8.ValidString(v):
 		return "must be UTF-8 text"
+	case utf8.RuneCountInString(v) > maxChars:
+		return fmt.Sprintf("must be at most %d characters", maxChars)
+	case strings.IndexByte(v, 0) >= 0:
+		return "must not hold a NUL character"
 	}
 	return ""
 }
@@ -98,6 +101,9 @@ func checkText(v string, maxBytes int) string {
 var (
 	methodPattern = regexp.MustCompile(`^[A-Z]{1,10}$`)
 	statusClass   = regexp.MustCompile(`^([1-5])xx$`)
+	// statusCode is 0 to 599 written without a sign or leading zeros, as
+	// the OpenAPI document's pattern has it.
+	statusCode = regexp.MustCompile(`^(0|[1-9][0-9]?|[1-5][0-9]{2})$`)
 )
 
 // Parse validates the query string of GET /proxy/logs. Errors are
@@ -134,10 +140,10 @@ func Parse(v url.Values) (Query, error) {
 				q.StatusMin, q.StatusMax = c, c+100
 				break
 			}
-			code, err := strconv.Atoi(value)
-			if err != nil || code < 0 || code > 599 {
+			if !statusCode.MatchString(value) {
 				return bad(name, "must be a status code (0 for none) or a class like 5xx")
 			}
+			code, _ := strconv.Atoi(value)
 			q.StatusMin, q.StatusMax = code, code+1
 		case "method":
 			if !methodPattern.MatchString(value) {
@@ -147,9 +153,11 @@ func Parse(v url.Values) (Query, error) {
 		case "client_ip":
 			p, err := netip.ParsePrefix(value)
 			if err != nil {
+				// A zone (fe80::1%eth0) would be dropped silently: no stored
+				// client address has one.
 				a, aerr := netip.ParseAddr(value)
-				if aerr != nil {
-					return bad(name, "must be an IP address or a CIDR block")
+				if aerr != nil || a.Zone() != "" {
+					return bad(name, "must be an IP address without a zone, or a CIDR block")
 				}
 				p = netip.PrefixFrom(a, a.BitLen())
 			}
@@ -163,8 +171,8 @@ func Parse(v url.Values) (Query, error) {
 			}
 			q.MinLatencyMS = int(n)
 		case "environment":
-			if msg := checkText(value, 50); msg != "" || utf8.RuneCountInString(value) > 50 {
-				return bad(name, "must be 1 to 50 characters of UTF-8 text")
+			if msg := checkText(value, maxEnvironmentParam); msg != "" {
+				return bad(name, "%s", msg)
 			}
 			q.Environment = value
 		case "route":
@@ -188,9 +196,9 @@ func Parse(v url.Values) (Query, error) {
 			return bad(name, "unknown parameter")
 		}
 	}
-	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
-		return bad("until", "must be after since")
-	}
+	// until at or before since is an empty window, answered with no rows
+	// rather than refused: the OpenAPI document cannot say that one
+	// parameter must follow another, so a client could not know to avoid it.
 	return q, nil
 }
 

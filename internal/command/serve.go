@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/kubescheme"
+	"github.com/nemesis-ml/nemesis/internal/openapi"
 	"github.com/nemesis-ml/nemesis/xds"
 	"github.com/nemesis-ml/nemesis/xds/api"
 	"github.com/nemesis-ml/nemesis/xds/ir"
@@ -109,22 +111,14 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	defer logs.close()
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
-	// /healthz, /readyz and /openapi.json (what the API looks like, no
-	// data) need no token; everything else needs its scope.
-	mux := httpserver.GuardedMux(reg, func(h http.Handler) http.Handler { return auth.Require(httpauth.Read, h) },
-		httpserver.Check{Name: "postgres", Run: pool.Ping})
-	mux.Handle("POST /metrics", auth.Require(httpauth.MetricsIngest, autoscaling.Ingest))
-	settingsAPI := http.NewServeMux()
 	settingsHandler, err := api.New(log.With("component", "api"), store, cp, reg)
 	if err != nil {
 		return err
 	}
+	settingsAPI := http.NewServeMux()
 	settingsHandler.Register(settingsAPI)
 	guarded := api.Guarded(auth, settingsAPI)
-	mux.Handle("/loadbalancer/", guarded)
-	mux.Handle("GET /openapi.json", guarded)
-	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs.query))
-	mux.Handle(decisions.Pattern, auth.Require(httpauth.Read, record.query))
+	mux := c.routes(reg, httpserver.Check{Name: "postgres", Run: pool.Ping}, auth, settingsHandler, guarded, autoscaling.Ingest, logs.query, record.query)
 	kube, err := client.New(kubeCfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating the console's kubernetes client: %w", err)
@@ -166,6 +160,32 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	})
 	return g.Wait()
 }
+
+// routes is serve's HTTP API but the console's routes (console.Register adds
+// them). internal/openapi's serve.json describes every route on it;
+// routes_test.go fails when one is missing. /healthz, /readyz and
+// /openapi.json (what the API looks like, no data) need no token; everything
+// else needs its scope.
+func (c Serve) routes(reg *prometheus.Registry, ready httpserver.Check, auth *httpauth.Authorizer, settingsAPI *api.Handler, guarded, ingest, logs, decisionLog http.Handler) *httpserver.Routes {
+	mux := httpserver.GuardedMux(reg, func(h http.Handler) http.Handler { return auth.Require(httpauth.Read, h) }, ready)
+	// Each of the settings API's patterns, served by guarded (the one place
+	// their scopes are given), so that the mux records every route.
+	settingsAPI.Register(servedBy{mux, guarded})
+	mux.Handle("POST /metrics", auth.Require(httpauth.MetricsIngest, ingest))
+	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs))
+	mux.Handle(decisions.Pattern, auth.Require(httpauth.Read, decisionLog))
+	mux.Handle("GET /openapi.json", openapi.Handler(openapi.Serve()))
+	return mux
+}
+
+// servedBy registers each pattern on mux with handler h instead of the one
+// given.
+type servedBy struct {
+	mux *httpserver.Routes
+	h   http.Handler
+}
+
+func (s servedBy) Handle(pattern string, _ http.Handler) { s.mux.Handle(pattern, s.h) }
 
 // connectAndMigrate retries until PostgreSQL answers and the schema is
 // current, so the control plane can start before its database does. It

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,17 +24,38 @@ type Check struct {
 	Run  func(ctx context.Context) error
 }
 
+// Routes is an http.ServeMux that remembers the patterns registered on it,
+// so that a test can hold a server's routes against its OpenAPI document.
+type Routes struct {
+	*http.ServeMux
+	patterns []string
+}
+
+// Handle registers handler for pattern, as http.ServeMux.Handle does.
+func (m *Routes) Handle(pattern string, handler http.Handler) {
+	m.patterns = append(m.patterns, pattern)
+	m.ServeMux.Handle(pattern, handler)
+}
+
+// HandleFunc registers f for pattern, as http.ServeMux.HandleFunc does.
+func (m *Routes) HandleFunc(pattern string, f func(http.ResponseWriter, *http.Request)) {
+	m.Handle(pattern, http.HandlerFunc(f))
+}
+
+// Patterns returns the registered patterns in the order they were added.
+func (m *Routes) Patterns() []string { return slices.Clone(m.patterns) }
+
 // Mux returns a mux serving /healthz (the process is alive), /readyz (every
 // check passes) and /metrics (the registry), to which callers add their APIs.
-func Mux(reg *prometheus.Registry, checks ...Check) *http.ServeMux {
+func Mux(reg *prometheus.Registry, checks ...Check) *Routes {
 	return GuardedMux(reg, func(h http.Handler) http.Handler { return h }, checks...)
 }
 
 // GuardedMux is Mux with /metrics behind guard (an authorization check).
 // /readyz names the checks that failed, never their errors: those may hold
 // host names and users, and readiness probes need no credential.
-func GuardedMux(reg *prometheus.Registry, guard func(http.Handler) http.Handler, checks ...Check) *http.ServeMux {
-	mux := http.NewServeMux()
+func GuardedMux(reg *prometheus.Registry, guard func(http.Handler) http.Handler, checks ...Check) *Routes {
+	mux := &Routes{ServeMux: http.NewServeMux()}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))

@@ -1,16 +1,18 @@
 // Package api serves the load-balancer settings REST API:
-// GET/PUT /loadbalancer/settings, its history, the connected Envoys' status,
-// and the OpenAPI document that describes them.
+// GET/PUT /loadbalancer/settings, its history and the connected Envoys'
+// status. internal/openapi's serve.json describes them.
 package api
 
 import (
 	"context"
-	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"time"
 
@@ -23,13 +25,9 @@ import (
 	"github.com/nemesis-ml/nemesis/xds/settings"
 )
 
-//go:embed openapi.json
-var openAPI []byte
-
 const (
 	maxBody           = 16 << 10
 	defaultAckTimeout = 10 * time.Second
-	maxAckTimeout     = 2 * time.Minute
 	defaultHistory    = 20
 	maxHistory        = 1000
 )
@@ -70,25 +68,31 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error, body
 	httpjson.WriteBadRequest(w, err)
 }
 
-// Register adds the API's routes to mux.
-func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /loadbalancer/settings", h.get)
-	mux.HandleFunc("PUT /loadbalancer/settings", h.put)
-	mux.HandleFunc("GET /loadbalancer/settings/history", h.history)
-	mux.HandleFunc("GET /loadbalancer/status", h.status)
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(openAPI)
-	})
+// Mux is where Register adds the routes: an *http.ServeMux, or the
+// *httpserver.Routes that remembers them for the OpenAPI check.
+type Mux interface {
+	Handle(pattern string, handler http.Handler)
 }
 
+// Register adds the API's routes to mux, unguarded: serve puts them behind
+// Guarded.
+func (h *Handler) Register(mux Mux) {
+	mux.Handle("GET /loadbalancer/settings", http.HandlerFunc(h.get))
+	mux.Handle("PUT /loadbalancer/settings", http.HandlerFunc(h.put))
+	mux.Handle("GET /loadbalancer/settings/history", http.HandlerFunc(h.history))
+	mux.Handle("GET /loadbalancer/status", http.HandlerFunc(h.status))
+}
+
+// environmentParam is the environment named by the query, the default one
+// when none is. Given but empty is refused like any other invalid name, not
+// taken for the default.
 func environmentParam(q url.Values) (string, error) {
 	env, given := q["environment"]
 	if !given {
 		return settings.DefaultEnvironment, nil
 	}
 	if err := settings.ValidEnvironment(env[0]); err != nil {
-		return "", &validation.FieldError{Field: "environment", Message: "must match [a-z0-9-]{1,50}"}
+		return "", err
 	}
 	return env[0], nil
 }
@@ -145,43 +149,73 @@ func (h *Handler) status(w http.ResponseWriter, _ *http.Request) {
 	httpjson.Write(w, http.StatusOK, map[string]any{"environments": byEnv})
 }
 
-// putRequest has pointers so that a missing field is told from a zero.
+// putRequest keeps the fields raw so that a missing field is told from a
+// zero and from null, and a whole number written 100.0 is read as JSON
+// Schema's integer is.
 type putRequest struct {
-	Environment    *string `json:"environment"`
-	Policy         *string `json:"policy"`
-	MaxConnections *int    `json:"max_connections"`
-	TimeoutSeconds *int    `json:"timeout_seconds"`
+	Environment    json.RawMessage `json:"environment"`
+	Policy         *string         `json:"policy"`
+	MaxConnections json.RawMessage `json:"max_connections"`
+	TimeoutSeconds json.RawMessage `json:"timeout_seconds"`
 	// Optional: their defaults apply when left out.
-	RetryAttempts            *int `json:"retry_attempts"`
-	RetryBudgetPercent       *int `json:"retry_budget_percent"`
-	StreamIdleTimeoutSeconds *int `json:"stream_idle_timeout_seconds"`
+	RetryAttempts            json.RawMessage `json:"retry_attempts"`
+	RetryBudgetPercent       json.RawMessage `json:"retry_budget_percent"`
+	StreamIdleTimeoutSeconds json.RawMessage `json:"stream_idle_timeout_seconds"`
 }
 
 func (p putRequest) settings() (settings.Settings, error) {
 	s := settings.Settings{Environment: settings.DefaultEnvironment}
 	if p.Environment != nil {
-		s.Environment = *p.Environment
+		// null is refused rather than read as "the default": a client that
+		// sends null most likely lost the name it meant.
+		if err := json.Unmarshal(p.Environment, &s.Environment); err != nil || string(p.Environment) == "null" {
+			return s, &validation.FieldError{Field: "environment", Message: "must be a string; leave it out for the environment named default"}
+		}
 	}
-	switch {
-	case p.Policy == nil:
+	if p.Policy == nil {
 		return s, &validation.FieldError{Field: "policy", Message: "is required"}
-	case p.MaxConnections == nil:
-		return s, &validation.FieldError{Field: "max_connections", Message: "is required"}
-	case p.TimeoutSeconds == nil:
-		return s, &validation.FieldError{Field: "timeout_seconds", Message: "is required"}
 	}
-	s.Policy, s.MaxConnections, s.TimeoutSeconds = settings.Policy(*p.Policy), *p.MaxConnections, *p.TimeoutSeconds
-	s.RetryAttempts = valueOr(p.RetryAttempts, settings.DefaultRetryAttempts)
-	s.RetryBudgetPercent = valueOr(p.RetryBudgetPercent, settings.DefaultRetryBudgetPercent)
-	s.StreamIdleTimeoutSeconds = valueOr(p.StreamIdleTimeoutSeconds, settings.DefaultStreamIdleTimeoutSeconds)
+	s.Policy = settings.Policy(*p.Policy)
+	var err error
+	if s.MaxConnections, err = wholeNumber("max_connections", p.MaxConnections); err != nil {
+		return s, err
+	}
+	if s.TimeoutSeconds, err = wholeNumber("timeout_seconds", p.TimeoutSeconds); err != nil {
+		return s, err
+	}
+	if s.RetryAttempts, err = wholeNumberOr("retry_attempts", p.RetryAttempts, settings.DefaultRetryAttempts); err != nil {
+		return s, err
+	}
+	if s.RetryBudgetPercent, err = wholeNumberOr("retry_budget_percent", p.RetryBudgetPercent, settings.DefaultRetryBudgetPercent); err != nil {
+		return s, err
+	}
+	if s.StreamIdleTimeoutSeconds, err = wholeNumberOr("stream_idle_timeout_seconds", p.StreamIdleTimeoutSeconds, settings.DefaultStreamIdleTimeoutSeconds); err != nil {
+		return s, err
+	}
 	return s, s.Validate()
 }
 
-func valueOr(p *int, def int) int {
-	if p == nil {
-		return def
+// wholeNumber reads a required JSON number without a fraction: 100, 100.0
+// and 1e2 alike, and not "100". Values past an int32 are left to the
+// settings' own bounds to refuse.
+func wholeNumber(field string, raw json.RawMessage) (int, error) {
+	if raw == nil || string(raw) == "null" {
+		return 0, &validation.FieldError{Field: field, Message: "is required"}
 	}
-	return *p
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f != math.Trunc(f) {
+		return 0, &validation.FieldError{Field: field, Message: "must be a whole number, not " + string(raw)}
+	}
+	return int(max(min(f, math.MaxInt32), math.MinInt32)), nil
+}
+
+// wholeNumberOr is wholeNumber for an optional field: def when it is left
+// out, refused when it is null.
+func wholeNumberOr(field string, raw json.RawMessage, def int) (int, error) {
+	if raw == nil {
+		return def, nil
+	}
+	return wholeNumber(field, raw)
 }
 
 // putResponse is the stored settings and, with ?wait=ack, the Envoys that
@@ -247,23 +281,31 @@ func (h *Handler) put(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ackTimeout is the form ?timeout= takes: a whole number of ms, s or m
+// from 1ms to 2m. The OpenAPI document declares the same
+// pattern, so every value it allows is accepted and no other.
+var ackTimeout = regexp.MustCompile(`^([1-9][0-9]{0,4}|1[01][0-9]{4}|120000)ms$|^([1-9][0-9]?|1[01][0-9]|120)s$|^[12]m$`)
+
 func waitParams(r *http.Request) (bool, time.Duration, error) {
 	q, err := httpjson.Query(r, "wait", "timeout")
 	if err != nil {
 		return false, 0, err
 	}
-	switch q.Get("wait") {
-	case "":
+	if raw, given := q["timeout"]; given && !ackTimeout.MatchString(raw[0]) {
+		return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a whole number of ms, s or m from 1ms to 2m, such as 20s"}
+	}
+	wait, given := q["wait"]
+	if !given {
 		return false, 0, nil
-	case "ack":
-	default:
+	}
+	if wait[0] != "ack" {
 		return false, 0, &validation.FieldError{Field: "wait", Message: "must be ack"}
 	}
 	timeout := defaultAckTimeout
 	if raw := q.Get("timeout"); raw != "" {
 		d, err := time.ParseDuration(raw)
-		if err != nil || d <= 0 || d > maxAckTimeout {
-			return false, 0, &validation.FieldError{Field: "timeout", Message: "must be a duration such as 5s, at most " + maxAckTimeout.String()}
+		if err != nil {
+			return false, 0, fmt.Errorf("parsing timeout %q that matched its pattern: %w", raw, err)
 		}
 		timeout = d
 	}

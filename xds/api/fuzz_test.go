@@ -38,8 +38,8 @@ func FuzzSettingsBody(f *testing.F) {
 		if err := st.Validate(); err != nil {
 			t.Fatalf("accepted invalid settings %+v: %v", st, err)
 		}
-		again, err := json.Marshal(putRequest{Environment: &st.Environment, Policy: (*string)(&st.Policy),
-			MaxConnections: &st.MaxConnections, TimeoutSeconds: &st.TimeoutSeconds})
+		again, err := json.Marshal(map[string]any{"environment": st.Environment, "policy": st.Policy,
+			"max_connections": st.MaxConnections, "timeout_seconds": st.TimeoutSeconds})
 		if err != nil {
 			t.Fatal(err)
 		}
