@@ -55,6 +55,16 @@ func (c *Console) read(next http.HandlerFunc) http.Handler {
 	})
 }
 
+// api wraps a JSON API behind a page: the read scope, from the bearer token
+// or the login cookie (a download link sends the cookie), refused with 401 or
+// 403 as JSON like every other API.
+func (c *Console) api(next http.HandlerFunc) http.Handler {
+	guarded := c.cfg.Auth.Require(httpauth.Read, next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		guarded.ServeHTTP(w, withBearer(r))
+	})
+}
+
 // write wraps an action that needs the write scope.
 func (c *Console) write(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

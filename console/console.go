@@ -99,11 +99,11 @@ func (c *Console) Register(mux Mux) {
 	mux.Handle("GET /ui/reports", c.read(c.reportsPage))
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusFound))
 
-	mux.HandleFunc("GET /autoscalers", c.fleetJSON)
-	mux.HandleFunc("GET /autoscalers/{namespace}/{name}", c.autoscalerJSON)
-	mux.HandleFunc("GET /proxy/logs/export", c.export)
-	mux.HandleFunc("GET /proxy/logs/summary", c.summaryJSON)
-	mux.HandleFunc("GET /reports", c.reportsAPI)
+	mux.Handle("GET /autoscalers", c.api(c.fleetJSON))
+	mux.Handle("GET /autoscalers/{namespace}/{name}", c.api(c.autoscalerJSON))
+	mux.Handle("GET /proxy/logs/export", c.api(c.export))
+	mux.Handle("GET /proxy/logs/summary", c.api(c.summaryJSON))
+	mux.Handle("GET /reports", c.api(c.reportsAPI))
 }
 
 func cacheFor(d time.Duration, next http.Handler) http.Handler {

@@ -146,6 +146,18 @@ func TestLoginKeepsTheTokenInAStrictHttpOnlyCookie(t *testing.T) {
 	}
 }
 
+func TestJSONAPIsNeedTheReadScope(t *testing.T) {
+	mux := guarded(t)
+	for _, path := range []string{"/autoscalers", "/autoscalers/ns/name", "/proxy/logs/export?format=csv", "/proxy/logs/summary", "/reports"} {
+		rec := serve(mux, http.MethodGet, path, nil, nil)
+		var body struct{ Field string }
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != http.StatusUnauthorized || body.Field != "Authorization" {
+			t.Errorf("%s without a token: %d %s, want 401 naming Authorization", path, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestExportRefusesNamingTheParameter(t *testing.T) {
 	mux := guarded(t)
 	for query, field := range map[string]string{
@@ -156,7 +168,7 @@ func TestExportRefusesNamingTheParameter(t *testing.T) {
 		"format=ndjson&status=abc":   "status",
 		"format=ndjson&colour=green": "colour",
 	} {
-		rec := serve(mux, http.MethodGet, "/proxy/logs/export?"+query, nil, nil)
+		rec := serve(mux, http.MethodGet, "/proxy/logs/export?"+query, nil, &http.Cookie{Name: cookieName, Value: "s3cret"})
 		var body struct{ Field string }
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != http.StatusBadRequest || body.Field != field {
@@ -176,7 +188,7 @@ func TestReportsRefuseNamingTheParameter(t *testing.T) {
 		"format=xml":                                            "format",
 		"colour=blue":                                           "colour",
 	} {
-		rec := serve(mux, http.MethodGet, "/reports?"+query, nil, nil)
+		rec := serve(mux, http.MethodGet, "/reports?"+query, nil, &http.Cookie{Name: cookieName, Value: "s3cret"})
 		var body struct{ Field string }
 		_ = json.Unmarshal(rec.Body.Bytes(), &body)
 		if rec.Code != http.StatusBadRequest || body.Field != field {

@@ -312,7 +312,7 @@ func TestConsole(t *testing.T) {
 		// From the per-minute rollups the trigger keeps: 2,500 requests,
 		// every 7th a 503, latencies i % 100 ms (the 95th percentile in the
 		// 50–100 ms bucket).
-		_, body := s.request(http.MethodGet, "/autoscalers", "", "")
+		_, body := s.request(http.MethodGet, "/autoscalers", "", readToken)
 		var fleet []struct {
 			Namespace, Name string
 			Traffic         struct {
@@ -412,6 +412,7 @@ func TestConsole(t *testing.T) {
 	t.Run("export", func(t *testing.T) {
 		for format, header := range map[string]int{"csv": 1, "ndjson": 0} {
 			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, s.apiURL+"/proxy/logs/export?format="+format+"&route="+route, nil)
+			req.Header.Set("Authorization", "Bearer "+readToken)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
