@@ -35,7 +35,7 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 	s.startEnvoy()
 	ctx := t.Context()
 	s.startRuntime(slog.New(slog.DiscardHandler))
-	deploy := s.startDemo(1, "1s", 20000, v1alpha1.CustomAutoscalerSpec{
+	deploy := s.startDemo(1, "1s", 60000, v1alpha1.CustomAutoscalerSpec{
 		MinReplicas: 1, MaxReplicas: 3,
 		Rules: []v1alpha1.ScalingRule{{ID: "slow", Action: v1alpha1.ActionIncreaseInstances, WindowSeconds: 5, Thresholds: []v1alpha1.Threshold{
 			{MetricType: v1alpha1.MetricAverageResponseTime, Operator: v1alpha1.OperatorGreaterThan, Value: 20},
@@ -113,7 +113,10 @@ func TestDemoModelServesThroughEnvoyAndScalesOnResponseTime(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if replicas < 2 {
-		t.Fatalf("ready replicas %d after 90 s of load, want at least 2", replicas)
+		var ca v1alpha1.CustomAutoscaler
+		_ = s.kube.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: "digits"}, &ca)
+		t.Fatalf("ready replicas %d after 90 s of load, want at least 2; %d of %d requests failed (first: %v); autoscaler status %+v",
+			replicas, failed.Load(), sent.Load(), firstFailure.Load(), ca.Status)
 	}
 	if failed.Load() > 0 {
 		t.Fatalf("%d of %d requests failed under load; first: %v", failed.Load(), sent.Load(), firstFailure.Load())
