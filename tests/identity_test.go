@@ -186,11 +186,14 @@ func TestAnEnvoyThatNeverAcksDoesNotFailHeldRequests(t *testing.T) {
 	host := testenv.NewHost(t)
 	backends := startBackends(t, host, "a")
 	s.publish("demo", "/models/demo", nil)
-	s.startEnvoy()
+	envoy := s.startEnvoy()
 	if err := subscribe(t.Context(), s.grpcClient(s.env), s.env); err != nil {
 		t.Fatal(err)
 	}
 	s.waitConnected(2)
+	// Connected is not configured: a request before the route arrives is
+	// Envoy's own 404.
+	s.waitActivatorOnRoute(envoy, s.namespace+"/demo", true)
 
 	type answer struct {
 		code int
