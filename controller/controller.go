@@ -44,7 +44,10 @@ type Config struct {
 type Autoscaling struct {
 	// Ingest serves POST /metrics.
 	Ingest http.Handler
-	rdb    *redis.Client
+	// Samples stores pod samples as POST /metrics does, for serve's own
+	// (those of Envoy's access logs).
+	Samples ingest.Appender
+	rdb     *redis.Client
 	store  *store.Store
 	mgr    manager.Manager
 }
@@ -59,6 +62,7 @@ func New(cfg Config, reg prometheus.Registerer, log *slog.Logger) (*Autoscaling,
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, 2*time.Second, 2*time.Second
 	a := &Autoscaling{rdb: redis.NewClient(opts)}
 	a.store = store.New(a.rdb, cfg.Retention)
+	a.Samples = a.store
 	a.Ingest = ingest.New(a.store, ingest.Options{Registerer: reg, Log: log.With("component", "ingest")})
 	if !cfg.RunController {
 		log.Warn("the CustomAutoscaler controller is disabled: samples are stored, nothing is scaled")

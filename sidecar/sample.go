@@ -13,10 +13,10 @@ import (
 )
 
 // sampler turns the proxy's request window and the meter's reading into one
-// Sample per interval.
+// Sample per interval; without a proxy (metering mode), the reading alone.
 type sampler struct {
 	id    string
-	proxy *proxy.Proxy
+	proxy *proxy.Proxy // nil in metering mode
 	meter *meter.Meter
 	add   func(podmetric.Sample)
 	log   *slog.Logger
@@ -94,23 +94,27 @@ func (s *sampler) take(now time.Time) {
 		s.failing = false
 	}
 	s.noteDisk(r.DiskSkipped)
-	w := s.proxy.Take()
 	elapsed := now.Sub(s.last)
 	s.last = now
 	sample := podmetric.Sample{
-		ID:               s.id,
-		CPUUsage:         r.CPUMillicores,
-		MemoryUsage:      r.MemoryMiB,
-		DiskUsage:        r.DiskMiB,
-		RequestCount:     float64(w.Requests),
-		InFlightRequests: float64(w.InFlight),
-		ReceivedAt:       now.UTC(),
+		ID:          s.id,
+		Source:      podmetric.SourceMeter,
+		CPUUsage:    r.CPUMillicores,
+		MemoryUsage: r.MemoryMiB,
+		DiskUsage:   r.DiskMiB,
+		ReceivedAt:  now.UTC(),
 	}
-	if w.Requests > 0 {
-		sample.AverageResponseTime = float64(w.ResponseTime) / float64(w.Requests) / float64(time.Millisecond)
-	}
-	if elapsed > 0 {
-		sample.RequestRate = float64(w.Requests) / elapsed.Seconds()
+	if s.proxy != nil {
+		w := s.proxy.Take()
+		sample.Source = podmetric.SourceProxy
+		sample.RequestCount = float64(w.Requests)
+		sample.InFlightRequests = float64(w.InFlight)
+		if w.Requests > 0 {
+			sample.AverageResponseTime = float64(w.ResponseTime) / float64(w.Requests) / float64(time.Millisecond)
+		}
+		if elapsed > 0 {
+			sample.RequestRate = float64(w.Requests) / elapsed.Seconds()
+		}
 	}
 	s.cpu.Set(r.CPUMillicores)
 	s.memory.Set(r.MemoryMiB)

@@ -1,7 +1,8 @@
 // Package sidecar is `nemesis sidecar`, the agent in every model pod: a
+// meter of the pod's CPU, memory and disk and a pusher that sends one sample
+// per interval to the controller's POST /metrics; in proxy mode also a
 // reverse proxy on the pod port in front of the model that times and counts
-// requests, a meter of the pod's CPU, memory and disk, and a pusher that
-// sends one sample per interval to the controller's POST /metrics.
+// requests (in metering mode serve times them from Envoy's access logs).
 package sidecar
 
 import (
@@ -26,9 +27,21 @@ import (
 	"github.com/nemesis-ml/nemesis/sidecar/push"
 )
 
+// Modes of the sidecar.
+const (
+	// ModeMeter meters the pod and stays out of the request path: the
+	// Service targets the model's port.
+	ModeMeter = "meter"
+	// ModeProxy also proxies and times every request on the pod port, for
+	// traffic that does not come through Envoy.
+	ModeProxy = "proxy"
+)
+
 // Config is everything the sidecar needs.
 type Config struct {
-	// Listen is the pod port that the Service targets.
+	// Mode is ModeMeter or ModeProxy.
+	Mode string
+	// Listen is the pod port that the Service targets (ModeProxy).
 	Listen string
 	// AdminListen serves /ready, /healthz and /metrics.
 	AdminListen string
@@ -72,9 +85,15 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 	log.Info("metering the pod", "pod", id, "source", m.Source(), "diskPaths", cfg.Meter.DiskPaths)
 
-	px, err := proxy.New(proxy.Config{Model: cfg.Model, Protocol: cfg.ModelProtocol, Log: log, Registerer: reg})
-	if err != nil {
-		return fmt.Errorf("starting the proxy: %w", err)
+	var px *proxy.Proxy
+	switch cfg.Mode {
+	case ModeMeter:
+	case ModeProxy:
+		if px, err = proxy.New(proxy.Config{Model: cfg.Model, Protocol: cfg.ModelProtocol, Log: log, Registerer: reg}); err != nil {
+			return fmt.Errorf("starting the proxy: %w", err)
+		}
+	default:
+		return fmt.Errorf("mode %q: want %s or %s", cfg.Mode, ModeMeter, ModeProxy)
 	}
 
 	add := func(podmetric.Sample) {}
@@ -110,13 +129,17 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 		}},
 	)
 
-	podL, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on the pod port %s: %w", cfg.Listen, err)
+	var podL net.Listener
+	if px != nil {
+		if podL, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listening on the pod port %s: %w", cfg.Listen, err)
+		}
 	}
 	adminL, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
-		podL.Close()
+		if podL != nil {
+			podL.Close()
+		}
 		return fmt.Errorf("listening on the admin port %s: %w", cfg.AdminListen, err)
 	}
 
@@ -137,10 +160,17 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	sampled := make(chan struct{})
 	go func() { smp.run(sampleCtx, cfg.PushInterval); close(sampled) }()
 
-	srv := proxy.NewServer(px, log)
+	// In metering mode nothing is served on the pod port: served stays
+	// empty and the drain has no requests to wait for.
+	var srv *http.Server
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(podL) }()
-	log.Info("sidecar listening", "pod", id, "addr", podL.Addr().String(), "admin", adminL.Addr().String(), "model", cfg.Model.String())
+	if px != nil {
+		srv = proxy.NewServer(px, log)
+		go func() { served <- srv.Serve(podL) }()
+		log.Info("sidecar listening", "mode", cfg.Mode, "pod", id, "addr", podL.Addr().String(), "admin", adminL.Addr().String(), "model", cfg.Model.String())
+	} else {
+		log.Info("sidecar metering", "mode", cfg.Mode, "pod", id, "admin", adminL.Addr().String(), "model", cfg.Model.String())
+	}
 
 	var runErr error
 	select {
@@ -152,12 +182,14 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	}
 
 	draining.Store(true)
-	log.Info("draining", "pod", id, "inFlight", px.InFlight(), "grace", cfg.ShutdownGrace)
-	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(graceCtx); err != nil {
-		log.Warn("grace period over, closing the connections left", "pod", id, "err", err)
-		_ = srv.Close()
+	if srv != nil {
+		log.Info("draining", "pod", id, "inFlight", px.InFlight(), "grace", cfg.ShutdownGrace)
+		graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+		defer cancel()
+		if err := srv.Shutdown(graceCtx); err != nil {
+			log.Warn("grace period over, closing the connections left", "pod", id, "err", err)
+			_ = srv.Close()
+		}
 	}
 	stopSampling()
 	<-sampled

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -50,6 +51,9 @@ type running struct {
 // process as the metered process tree, until the test ends.
 func startSidecar(t *testing.T, cfg Config) *running {
 	t.Helper()
+	if cfg.Mode == "" {
+		cfg.Mode = ModeProxy
+	}
 	cfg.Listen = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	cfg.AdminListen = fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	cfg.Namespace, cfg.Pod = "models", "resnet-0"
@@ -136,6 +140,25 @@ func TestASampleArrivesEveryInterval(t *testing.T) {
 	}
 	if requests != 10 {
 		t.Fatalf("samples count %v requests, want 10", requests)
+	}
+}
+
+// In metering mode the sidecar leaves the pod port alone and its samples
+// say they carry no request metrics (serve times requests from Envoy's logs).
+func TestMeteringModeStaysOutOfTheRequestPath(t *testing.T) {
+	var healthy atomic.Int32
+	healthy.Store(http.StatusOK)
+	rcv := pushtest.Start(t, "")
+	sc := startSidecar(t, Config{Mode: ModeMeter, Model: startModel(t, 0, &healthy), Controller: rcv.URL()})
+	waitStatus(t, sc.admin+"/ready", http.StatusOK)
+	if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(sc.pod, "http://"), time.Second); err == nil {
+		conn.Close()
+		t.Fatal("the pod port accepts connections in metering mode")
+	}
+	for _, s := range rcv.WaitFor(2, 10*time.Second) {
+		if s.Source != podmetric.SourceMeter || s.MemoryUsage <= 0 || s.RequestCount != 0 || s.RequestRate != 0 {
+			t.Fatalf("sample %+v: want source meter, memory metered, no requests", s)
+		}
 	}
 }
 

@@ -15,12 +15,13 @@ type demoModelCmd struct {
 	StartupDelay time.Duration `help:"Time spent 'loading weights' before the model is trained and ready." default:"0s" env:"NEMESIS_DEMO_STARTUP_DELAY"`
 	Samples      int           `help:"Training images; each prediction compares the input with all of them." default:"20000" env:"NEMESIS_DEMO_SAMPLES"`
 	Workers      int           `help:"Predictions run at once; the others queue." default:"1" env:"NEMESIS_DEMO_WORKERS"`
+	Latency      time.Duration `help:"Time added to each prediction, holding its worker (an accelerator's or I/O wait: time, little CPU)." default:"0s" env:"NEMESIS_DEMO_LATENCY"`
 	Seed         uint64        `help:"Seed of the generated training set." default:"1" env:"NEMESIS_DEMO_SEED"`
 	BasePath     string        `help:"Serve POST <base-path>/predict, e.g. the path prefix Envoy routes to the model." default:"/" env:"NEMESIS_DEMO_BASE_PATH"`
 }
 
 func (c demoModelCmd) Run(ctx context.Context, log *slog.Logger) error {
 	return demomodel.Run(ctx, log, c.Listen, demomodel.Config{
-		Samples: c.Samples, Seed: c.Seed, StartupDelay: c.StartupDelay, Workers: c.Workers, BasePath: c.BasePath,
+		Samples: c.Samples, Seed: c.Seed, StartupDelay: c.StartupDelay, Workers: c.Workers, Latency: c.Latency, BasePath: c.BasePath,
 	})
 }

@@ -232,10 +232,21 @@ func (h *Handler) validate(s *podmetric.Sample, now time.Time) *validation.Field
 		{"requestCount", s.RequestCount, MaxRequestCount, "requests"},
 		{"requestRate", s.RequestRate, MaxRequestRate, "requests/s"},
 		{"inFlightRequests", s.InFlightRequests, MaxInFlightRequests, "requests"},
+		{"errorCount", s.ErrorCount, MaxRequestCount, "requests"},
+		{"p95ResponseTime", s.P95ResponseTime, MaxResponseTimeMS, "ms"},
 	} {
 		if math.IsNaN(v.value) || v.value < 0 || v.value > v.max {
 			return &validation.FieldError{Field: v.name, Message: fmt.Sprintf("must be a number from 0 to %g %s, got %v", v.max, v.unit, v.value)}
 		}
+	}
+	switch s.Source {
+	case podmetric.SourceAll, podmetric.SourceProxy, podmetric.SourceMeter:
+	case podmetric.SourceEnvoy:
+		// Samples from Envoy's logs add up per second; one pushed by a pod
+		// would add to its real traffic.
+		return &validation.FieldError{Field: "source", Message: `"envoy" is serve's own reading of Envoy's access logs; a sidecar sends "proxy" or "meter"`}
+	default:
+		return &validation.FieldError{Field: "source", Message: fmt.Sprintf(`%q: must be "proxy", "meter" or left out`, s.Source)}
 	}
 	switch {
 	case s.ReceivedAt.IsZero():

@@ -74,6 +74,9 @@ func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 		"case-mismatched key": {body: `{"id":"default/a","CPUUsage":1}`, code: 400, field: "CPUUsage"},
 		"duplicate in batch":  {body: `[` + good + `,{"id":"default/b","id":"default/c"}]`, code: 400, field: "[1].id"},
 		"not json":            {body: `cpu=800`, code: 400},
+		"envoy's source":      {body: `{"id":"default/a","source":"envoy","requestCount":5}`, code: 400, field: "source"},
+		"unknown source":      {body: `{"id":"default/a","source":"gpu"}`, code: 400, field: "source"},
+		"p95 past a day":      {body: `{"id":"default/a","p95ResponseTime":86400001}`, code: 400, field: "p95ResponseTime"},
 		"body over 1 MiB":     {body: `[` + strings.Repeat(good+",", ingest.MaxBody/len(good)) + good + `]`, code: 413},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -93,8 +96,9 @@ func TestIngestStoresValidSamplesAndRefusesBadOnes(t *testing.T) {
 		})
 	}
 
-	code, body := post(t, srv.URL, `[`+good+`,`+strings.Replace(good, "resnet-0", "resnet-1", 1)+`]`)
-	if code != 200 || body["stored"] != 2.0 {
+	metered := `{"id":"default/resnet-2","source":"meter","cpuUsage":100}`
+	code, body := post(t, srv.URL, `[`+good+`,`+strings.Replace(good, "resnet-0", "resnet-1", 1)+`,`+metered+`]`)
+	if code != 200 || body["stored"] != 3.0 {
 		t.Fatalf("valid batch: %d %v", code, body)
 	}
 	members, err := rdb.ZRangeWithScores(ctx, "podmetric:default/resnet-0", 0, -1).Result()

@@ -67,20 +67,46 @@ func Window(now time.Time, windowSeconds int32, lastScale time.Time) time.Time {
 	return start
 }
 
+// Carries says whether s has a value of metric m: a sidecar out of the
+// request path measures no requests, Envoy's logs no CPU, and a sample of
+// an interval without requests has no response time (it is not 0 ms), save
+// in the seed's format, which says nothing of its source.
+func Carries(s podmetric.Sample, m v1alpha1.MetricType) bool {
+	switch s.Source {
+	case podmetric.SourceMeter:
+		return m == v1alpha1.MetricCPUUsage || m == v1alpha1.MetricMemoryUsage || m == v1alpha1.MetricDiskUsage
+	case podmetric.SourceEnvoy:
+		switch m {
+		case v1alpha1.MetricAverageResponseTime:
+			return s.RequestCount > 0
+		case v1alpha1.MetricRequestRate, v1alpha1.MetricInFlightRequests:
+			return true
+		}
+		return false
+	case podmetric.SourceProxy:
+		return m != v1alpha1.MetricAverageResponseTime || s.RequestCount > 0
+	}
+	return true
+}
+
 // AggregateSamples aggregates the samples of the ready pods (every ready pod
 // is a key, with no samples when it has not reported) taken after start.
 // Samples stamped slightly ahead of the controller's clock count: ingest
-// already refused those too far in the future.
+// already refused those too far in the future. A metric's value is the mean
+// over the pods with samples that carry it; a metric no pod carries has no
+// value.
 //
 // Means are running means, never sums: any finite samples give finite
 // aggregates, whatever their size or number.
 func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggregate {
 	agg := Aggregate{Values: map[v1alpha1.MetricType]float64{}, ReadyPods: len(byPod)}
 	means := make([]float64, len(Metrics))
+	pods := make([]int, len(Metrics))
 	for _, samples := range byPod {
 		podMeans := make([]float64, len(Metrics))
+		podN := make([]int, len(Metrics))
 		n := 0
-		for _, s := range samples {
+		for _, s := range MergeEnvoy(samples) {
 			if !s.ReceivedAt.After(start) {
 				continue
 			}
@@ -89,7 +115,10 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 				agg.Newest = s.ReceivedAt
 			}
 			for i, m := range Metrics {
-				podMeans[i] += (Value(s, m) - podMeans[i]) / float64(n)
+				if Carries(s, m) {
+					podN[i]++
+					podMeans[i] += (Value(s, m) - podMeans[i]) / float64(podN[i])
+				}
 			}
 		}
 		if n == 0 {
@@ -98,14 +127,57 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 		agg.ReportingPods++
 		agg.Samples += n
 		for i := range Metrics {
-			means[i] += (podMeans[i] - means[i]) / float64(agg.ReportingPods)
+			if podN[i] > 0 {
+				pods[i]++
+				means[i] += (podMeans[i] - means[i]) / float64(pods[i])
+			}
 		}
 	}
-	if agg.ReportingPods == 0 {
-		return agg
-	}
 	for i, m := range Metrics {
-		agg.Values[m] = means[i]
+		if pods[i] > 0 {
+			agg.Values[m] = means[i]
+		}
 	}
 	return agg
+}
+
+// MergeEnvoy folds the SourceEnvoy samples of one pod stamped in the same
+// second into one: each serve replica reads the logs of its own Envoys, so
+// the pod's traffic of that second is their sum. Counts, rates and
+// in-flight requests add, the response time is weighed by requests and the
+// p95 is the largest. Other samples are kept as they are, in order.
+func MergeEnvoy(samples []podmetric.Sample) []podmetric.Sample {
+	var out []podmetric.Sample
+	at := map[time.Time]int{}
+	for _, s := range samples {
+		if s.Source != podmetric.SourceEnvoy {
+			out = append(out, s)
+			continue
+		}
+		second := s.ReceivedAt.Truncate(time.Second)
+		i, ok := at[second]
+		if !ok {
+			at[second] = len(out)
+			out = append(out, s)
+			continue
+		}
+		m := &out[i]
+		if total := m.RequestCount + s.RequestCount; total > 0 {
+			m.AverageResponseTime = (m.AverageResponseTime*m.RequestCount + s.AverageResponseTime*s.RequestCount) / total
+		}
+		m.RequestCount += s.RequestCount
+		m.RequestRate += s.RequestRate
+		m.InFlightRequests += s.InFlightRequests
+		m.ErrorCount += s.ErrorCount
+		m.P95ResponseTime = max(m.P95ResponseTime, s.P95ResponseTime)
+		m.ReceivedAt = later(m.ReceivedAt, s.ReceivedAt)
+	}
+	return out
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

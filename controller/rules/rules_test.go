@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,58 @@ func TestAggregateSamples(t *testing.T) {
 					got.Values[v1alpha1.MetricCPUUsage], got.ReportingPods, got.Complete(), tc.want, tc.reporting, tc.complete)
 			}
 		})
+	}
+}
+
+// A pod metered by a sidecar out of the request path and timed from
+// Envoy's logs by two serve replicas: each metric comes from the samples
+// that carry it, the replicas' samples of one second add up, and a second
+// without requests has no response time.
+func TestAggregateSamplesBySource(t *testing.T) {
+	sec := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Second) }
+	envoy := func(n int, requests, ms float64) podmetric.Sample {
+		return podmetric.Sample{Source: podmetric.SourceEnvoy, RequestCount: requests, RequestRate: requests, AverageResponseTime: ms, InFlightRequests: requests * ms / 1000, ReceivedAt: sec(n)}
+	}
+	byPod := map[string][]podmetric.Sample{
+		"busy": {
+			{Source: podmetric.SourceMeter, CPUUsage: 600, MemoryUsage: 100, ReceivedAt: sec(-2)},
+			envoy(-2, 10, 20), envoy(-2, 30, 40), // two replicas, one second: 40 requests, 35 ms
+			envoy(-1, 40, 35),
+		},
+		"idle": {
+			{Source: podmetric.SourceMeter, CPUUsage: 200, MemoryUsage: 100, ReceivedAt: sec(-2)},
+			envoy(-2, 0, 0), envoy(-1, 0, 0),
+		},
+	}
+	got := AggregateSamples(byPod, sec(-10))
+	want := map[v1alpha1.MetricType]float64{
+		v1alpha1.MetricCPUUsage:            400, // (600 + 200) / 2: Envoy's samples carry no CPU
+		v1alpha1.MetricMemoryUsage:         100,
+		v1alpha1.MetricAverageResponseTime: 35,  // the idle pod has none, not 0 ms
+		v1alpha1.MetricRequestRate:         20,  // (40 + 0) / 2
+		v1alpha1.MetricInFlightRequests:    0.7, // (1.4 + 0) / 2
+	}
+	for m, w := range want {
+		if v, ok := got.Values[m]; !ok || math.Abs(v-w) > 1e-9 {
+			t.Errorf("%s = %v (present %v), want %v", m, v, ok, w)
+		}
+	}
+	if _, ok := got.Values[v1alpha1.MetricDiskUsage]; !ok {
+		t.Error("disk usage missing: the meter's samples carry it")
+	}
+	if got.ReportingPods != 2 || got.Samples != 6 {
+		t.Errorf("reporting %d pods, %d samples; want 2 and 6 (the replicas' samples of one second are one)", got.ReportingPods, got.Samples)
+	}
+
+	// Envoy's samples alone: no CPU value at all, so a CPU rule cannot fire.
+	got = AggregateSamples(map[string][]podmetric.Sample{"p": {envoy(-1, 5, 10)}}, sec(-10))
+	if v, ok := got.Values[v1alpha1.MetricCPUUsage]; ok {
+		t.Errorf("cpu %v from samples that carry none", v)
+	}
+	// The seed's format (no source) keeps a response time of 0.
+	got = AggregateSamples(map[string][]podmetric.Sample{"p": {{ReceivedAt: sec(-1)}}}, sec(-10))
+	if v, ok := got.Values[v1alpha1.MetricAverageResponseTime]; !ok || v != 0 {
+		t.Errorf("seed-format response time %v (present %v), want 0", v, ok)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
 )
 
 // Environment names the Envoy fleet of a node: its cluster, or "default",
@@ -58,6 +59,30 @@ func Row(environment string, e *accesslogdatav3.HTTPAccessLogEntry) logsink.Row 
 		row.LatencyMS = &ms
 	}
 	return row
+}
+
+// PodRequest is what entry e, of route, says of the pod that served it. A
+// request Envoy never sent to a pod (no route, no healthy host, a failed
+// connection) names no upstream: it failed before any pod.
+func PodRequest(route string, e *accesslogdatav3.HTTPAccessLogEntry) podtraffic.Request {
+	c := e.GetCommonProperties()
+	sent := c.GetTimeToFirstUpstreamTxByte()
+	upstream := socketAddress(c.GetUpstreamRemoteAddress())
+	if upstream == "" || sent == nil {
+		return podtraffic.Request{Route: route}
+	}
+	end := c.GetTimeToLastUpstreamRxByte()
+	if end == nil {
+		// Reset by the pod before it answered: timed to the end of the
+		// request, and a failure of the pod.
+		end = cmp.Or(c.GetDuration(), c.GetTimeToLastDownstreamTxByte())
+	}
+	return podtraffic.Request{
+		Route:    route,
+		Upstream: upstream,
+		Duration: max(end.AsDuration()-sent.AsDuration(), 0),
+		Failed:   c.GetTimeToFirstUpstreamRxByte() == nil || e.GetResponse().GetResponseCode().GetValue() >= 500,
+	}
 }
 
 // WithoutQuery is url without its query string (and fragment).

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
 )
 
 func addr(ip string, port uint32) *corev3.Address {
@@ -112,5 +113,47 @@ func TestWithoutQuery(t *testing.T) {
 		if got := WithoutQuery(in); got != want {
 			t.Errorf("WithoutQuery(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestPodRequest(t *testing.T) {
+	d := func(ms float64) *durationpb.Duration { return durationpb.New(time.Duration(ms * float64(time.Millisecond))) }
+	entry := func(upstream *corev3.Address, code uint32, c *accesslogdatav3.AccessLogCommon) *accesslogdatav3.HTTPAccessLogEntry {
+		c.UpstreamRemoteAddress = upstream
+		return &accesslogdatav3.HTTPAccessLogEntry{CommonProperties: c, Response: &accesslogdatav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(code)}}
+	}
+	pod := addr("10.213.0.2", 8080)
+	for name, tc := range map[string]struct {
+		entry *accesslogdatav3.HTTPAccessLogEntry
+		want  podtraffic.Request
+	}{
+		"answered: timed from the first byte sent to the pod to its last byte, the hold before excluded": {
+			entry: entry(pod, 200, &accesslogdatav3.AccessLogCommon{
+				TimeToFirstUpstreamTxByte: d(900), TimeToFirstUpstreamRxByte: d(930), TimeToLastUpstreamRxByte: d(942.5), Duration: d(943),
+			}),
+			want: podtraffic.Request{Route: "ml/r", Upstream: "10.213.0.2:8080", Duration: 42500 * time.Microsecond},
+		},
+		"a 5xx of the pod is its error": {
+			entry: entry(pod, 503, &accesslogdatav3.AccessLogCommon{TimeToFirstUpstreamTxByte: d(1), TimeToFirstUpstreamRxByte: d(2), TimeToLastUpstreamRxByte: d(3)}),
+			want:  podtraffic.Request{Route: "ml/r", Upstream: "10.213.0.2:8080", Duration: 2 * time.Millisecond, Failed: true},
+		},
+		"reset by the pod before answering": {
+			entry: entry(pod, 503, &accesslogdatav3.AccessLogCommon{TimeToFirstUpstreamTxByte: d(1), Duration: d(11)}),
+			want:  podtraffic.Request{Route: "ml/r", Upstream: "10.213.0.2:8080", Duration: 10 * time.Millisecond, Failed: true},
+		},
+		"connection to the pod failed: the route's error": {
+			entry: entry(pod, 503, &accesslogdatav3.AccessLogCommon{Duration: d(3)}),
+			want:  podtraffic.Request{Route: "ml/r"},
+		},
+		"no healthy pod": {
+			entry: entry(nil, 503, &accesslogdatav3.AccessLogCommon{Duration: d(1)}),
+			want:  podtraffic.Request{Route: "ml/r"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := PodRequest("ml/r", tc.entry); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
 	}
 }

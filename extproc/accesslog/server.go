@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
 	"github.com/nemesis-ml/nemesis/internal/identity"
 )
 
@@ -32,6 +33,16 @@ type Options struct {
 	DropQuery bool
 	// Registerer receives the service's metrics; none when nil.
 	Registerer prometheus.Registerer
+	// Traffic, when set, receives what each entry says of the pod that
+	// served it.
+	Traffic Traffic
+}
+
+// Traffic takes the per-pod side of the entries, per stream.
+type Traffic interface {
+	// Open notes a stream from an Envoy of environment until closed.
+	Open(environment string) (closed func())
+	Observe(reqs []podtraffic.Request)
 }
 
 // Server is the access-log service Envoy streams entries to.
@@ -74,6 +85,8 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 		s.log.Warn("access logs refused", "peer", identity.Describe(ctx), "err", err)
 		return err
 	}
+	closeTraffic := func() {}
+	defer func() { closeTraffic() }()
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -90,15 +103,26 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			}
 			environment = env
 			s.log.Debug("envoy streams access logs", "node", id.GetNode().GetId(), "environment", environment)
+			if s.opts.Traffic != nil {
+				closeTraffic()
+				closeTraffic = s.opts.Traffic.Open(environment)
+			}
 		}
 		entries := msg.GetHttpLogs().GetLogEntry()
 		if len(entries) == 0 {
 			continue
 		}
 		rows := make([]logsink.Row, len(entries))
+		var traffic []podtraffic.Request
+		if s.opts.Traffic != nil {
+			traffic = make([]podtraffic.Request, len(entries))
+		}
 		now := s.now().UTC()
 		for i, e := range entries {
 			rows[i] = Row(environment, e)
+			if traffic != nil {
+				traffic[i] = PodRequest(rows[i].Route, e)
+			}
 			if rows[i].Timestamp.After(now.Add(MaxAhead)) {
 				rows[i].Timestamp = now
 				s.clamped.Inc()
@@ -108,5 +132,8 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			}
 		}
 		s.sink.Add(rows...)
+		if traffic != nil {
+			s.opts.Traffic.Observe(traffic)
+		}
 	}
 }

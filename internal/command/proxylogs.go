@@ -15,8 +15,10 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/accesslog"
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
+	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
 	"github.com/nemesis-ml/nemesis/extproc/retention"
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/xds/ir"
 )
 
 type proxyLogFlags struct {
@@ -33,6 +35,8 @@ type proxyLogFlags struct {
 	ProxyLogRetention      time.Duration `help:"Age after which proxy log rows are deleted." default:"168h" env:"NEMESIS_PROXY_LOG_RETENTION"`
 	ProxyLogDropQuery      bool          `help:"Log target URLs without their query strings (they may carry keys or user ids)." env:"NEMESIS_PROXY_LOG_DROP_QUERY"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
+	PodTraffic             bool          `help:"Time each pod's requests from the access logs and store them as the pod's samples (request rate, response time, in-flight requests), so sidecars can stay out of the request path (--mode meter)." default:"true" negatable:"" env:"NEMESIS_POD_TRAFFIC"`
+	PodTrafficInterval     time.Duration `help:"Interval of the pod samples taken from the access logs." default:"1s" env:"NEMESIS_POD_TRAFFIC_INTERVAL"`
 }
 
 // proxyLogs are the parts of serve that handle proxy logs.
@@ -42,15 +46,33 @@ type proxyLogs struct {
 	query     *logquery.Handler
 	queryPool *pgxpool.Pool
 	retention *retention.Retention
+	// traffic is nil when --no-pod-traffic.
+	traffic *podtraffic.Aggregator
+	flusher *podtraffic.Flusher
 }
 
 func (p *proxyLogs) close() { p.queryPool.Close() }
+
+// routesChanged gives the pods of the routes to the per-pod traffic.
+func (p *proxyLogs) routesChanged(routes map[string][]ir.Route) {
+	if p.traffic != nil {
+		p.traffic.SetRoutes(routes)
+	}
+}
+
+// runTraffic stores the per-pod traffic until ctx ends.
+func (p *proxyLogs) runTraffic(ctx context.Context) error {
+	if p.flusher != nil {
+		p.flusher.Run(ctx)
+	}
+	return nil
+}
 
 // build wires the proxy-log parts: the sink and retention write through
 // pool, the queries read through a pool of their own on databaseURL;
 // xdsListen names the default spill folder, so servers sharing a machine
 // never replay each other's rows.
-func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
+func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, samples podtraffic.Appender, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
 	log = log.With("component", "proxylogs")
 	spillDir := f.ProxyLogSpillDir
 	if spillDir == "" {
@@ -91,8 +113,17 @@ func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseUR
 		queryPool.Close()
 		return nil, err
 	}
-	return &proxyLogs{
-		sink: sink, service: accesslog.New(sink, log, accesslog.Options{DropQuery: f.ProxyLogDropQuery, Registerer: reg}),
-		query: query, queryPool: queryPool, retention: ret,
-	}, nil
+	p := &proxyLogs{sink: sink, query: query, queryPool: queryPool, retention: ret}
+	opts := accesslog.Options{DropQuery: f.ProxyLogDropQuery, Registerer: reg}
+	if f.PodTraffic {
+		if f.PodTrafficInterval <= 0 {
+			queryPool.Close()
+			return nil, fmt.Errorf("--pod-traffic-interval %v: want more than 0", f.PodTrafficInterval)
+		}
+		p.traffic = podtraffic.New()
+		p.flusher = podtraffic.NewFlusher(p.traffic, samples, f.PodTrafficInterval, reg, log.With("component", "podtraffic"))
+		opts.Traffic = p.traffic
+	}
+	p.service = accesslog.New(sink, log, opts)
+	return p, nil
 }

@@ -84,13 +84,6 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
 		AccessLogCluster: c.AccessLogCluster, TrustedHops: c.EnvoyTrustedHops,
 	})
-	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]ir.Route) {
-		cp.RoutesChanged(ctx, r)
-	})
-	if err != nil {
-		return err
-	}
-
 	reg := httpserver.NewRegistry()
 	reg.MustRegister(cp.Server.Collector())
 	activations := activation.NewLocal()
@@ -104,11 +97,18 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logs, err := c.proxyLogFlags.build(ctx, pool, c.DatabaseURL, reg, log, c.XDSListen)
+	logs, err := c.proxyLogFlags.build(ctx, pool, c.DatabaseURL, autoscaling.Samples, reg, log, c.XDSListen)
 	if err != nil {
 		return err
 	}
 	defer logs.close()
+	routes, err := kubesource.New(kubeCfg, scheme, log.With("component", "kubesource"), func(r map[string][]ir.Route) {
+		logs.routesChanged(r)
+		cp.RoutesChanged(ctx, r)
+	})
+	if err != nil {
+		return err
+	}
 	// Readiness follows PostgreSQL only: with Redis down the settings API
 	// and xDS still work, and POST /metrics answers 503 until it is back.
 	settingsHandler, err := api.New(log.With("component", "api"), store, cp, reg)
@@ -153,6 +153,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	})
 	g.Go(func() error { return logs.sink.Run(ctx) })
 	g.Go(func() error { return logs.retention.Run(ctx) })
+	g.Go(func() error { return logs.runTraffic(ctx) })
 	g.Go(func() error { return record.writer.Run(ctx) })
 	g.Go(func() error { return record.retention.Run(ctx) })
 	g.Go(func() error {

@@ -12,9 +12,11 @@ import (
 	"github.com/nemesis-ml/nemesis/sidecar/meter"
 )
 
-// Sidecar runs in every model pod, in front of the model container.
+// Sidecar runs in every model pod, beside the model container (in front of
+// it in proxy mode).
 type Sidecar struct {
-	Listen          string        `help:"Pod port that the Service targets; requests are forwarded to the model." default:":8012" env:"NEMESIS_SIDECAR_LISTEN"`
+	Mode            string        `help:"meter: meter the pod only, out of the request path (the Service targets the model's port; serve times requests from Envoy's access logs). proxy: also proxy and time every request on --listen, for traffic that does not come through Envoy." enum:"meter,proxy" default:"meter" env:"NEMESIS_SIDECAR_MODE"`
+	Listen          string        `help:"Pod port that the Service targets, with --mode proxy; requests are forwarded to the model." default:":8012" env:"NEMESIS_SIDECAR_LISTEN"`
 	AdminListen     string        `help:"Address of /ready, /healthz and Prometheus /metrics." default:":9091" env:"NEMESIS_SIDECAR_ADMIN_LISTEN"`
 	ModelURL        string        `help:"The model server on localhost." default:"http://127.0.0.1:8080" env:"NEMESIS_MODEL_URL"`
 	ModelProtocol   string        `help:"How to speak to the model: auto (as the client spoke: h2c for HTTP/2 clients such as gRPC), http1 or h2c." enum:"auto,http1,h2c" default:"auto" env:"NEMESIS_MODEL_PROTOCOL"`
@@ -46,6 +48,7 @@ func (c Sidecar) Run(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	return sidecar.Run(ctx, log, sidecar.Config{
+		Mode:            c.Mode,
 		Listen:          c.Listen,
 		AdminListen:     c.AdminListen,
 		Model:           model,

@@ -7,8 +7,10 @@ package ir
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -83,6 +85,14 @@ var (
 type Endpoint struct {
 	Address string `json:"address"`
 	Port    uint32 `json:"port"`
+	// Pod is the endpoint's pod, namespace/name, when its EndpointSlice
+	// names one: serve puts the requests Envoy logs for the address on it.
+	Pod string `json:"pod,omitempty"`
+}
+
+// HostPort is the endpoint as Envoy logs an upstream host: ip:port.
+func (e Endpoint) HostPort() string {
+	return net.JoinHostPort(e.Address, strconv.FormatUint(uint64(e.Port), 10))
 }
 
 // Dropped is a route Normalize left out, and why.

@@ -4,6 +4,7 @@
 package kubesource
 
 import (
+	"cmp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -125,8 +126,12 @@ func readyEndpoints(slices []discoveryv1.EndpointSlice, portName string) []ir.En
 			if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 				continue
 			}
+			pod := ""
+			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" && ref.Name != "" {
+				pod = cmp.Or(ref.Namespace, sl.Namespace) + "/" + ref.Name
+			}
 			for _, addr := range ep.Addresses {
-				e := ir.Endpoint{Address: addr, Port: uint32(port)}
+				e := ir.Endpoint{Address: addr, Port: uint32(port), Pod: pod}
 				if !seen[e] {
 					seen[e] = true
 					out = append(out, e)

@@ -28,6 +28,9 @@ type Config struct {
 	// Workers is how many predictions run at once; the others queue, as on
 	// a model server with a fixed number of inference threads.
 	Workers int
+	// Latency is added to each prediction, holding its worker, as a
+	// model's accelerator or I/O wait costs time but little CPU.
+	Latency time.Duration
 	// BasePath is where POST <BasePath>/predict is served (at the root when
 	// empty or "/"), so the model answers under the prefix Envoy routes to it.
 	BasePath string
@@ -92,6 +95,7 @@ type request struct {
 }
 
 func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	model := s.model.Load()
 	if model == nil {
 		w.Header().Set("Retry-After", "1")
@@ -114,7 +118,13 @@ func (s *Server) predict(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := model.Predict(img)
+	if s.cfg.Latency > 0 {
+		time.Sleep(s.cfg.Latency)
+	}
 	<-s.workers
+	// The model's own time, queue included, as clients and tests compare
+	// it with what Envoy and the autoscaler measured.
+	w.Header().Set("Server-Timing", fmt.Sprintf("model;dur=%.3f", float64(time.Since(start))/float64(time.Millisecond)))
 	// One line per answer: easy to read in curl and wrk output.
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(p)

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/utils/ptr"
+
+	"github.com/nemesis-ml/nemesis/sidecar"
 )
 
 const (
@@ -31,8 +33,9 @@ const (
 
 	// SidecarName is the container the runtime adds to every pod.
 	SidecarName = "nemesis-sidecar"
-	// SidecarPort and AdminPort are the sidecar's pod port (named "http")
-	// and its /ready port (named "admin"), as in manifests/sample-model.
+	// SidecarPort and AdminPort are the sidecar's pod port (named "http",
+	// in proxy mode only) and its /ready port (named "admin"), as in
+	// manifests/sample-model.
 	SidecarPort = 8012
 	AdminPort   = 9091
 )
@@ -65,20 +68,35 @@ func newPod(d *appsv1.Deployment, node, name, hash string) *corev1.Pod {
 	}
 	pod.Spec.NodeName = node
 	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == SidecarName }) {
+		mode := sidecarMode(pod.Spec.Containers)
+		ports := []corev1.ContainerPort{{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}}
+		if mode == sidecar.ModeProxy {
+			ports = append([]corev1.ContainerPort{{Name: "http", ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP}}, ports...)
+		}
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{
 			Name:  SidecarName,
 			Image: "nemesis",
-			Args:  []string{"sidecar"},
-			Ports: []corev1.ContainerPort{
-				{Name: "http", ContainerPort: SidecarPort, Protocol: corev1.ProtocolTCP},
-				{Name: "admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
-			},
+			Args:  []string{"sidecar", "--mode", mode},
+			Ports: ports,
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
 				HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromString("admin")},
 			}},
 		})
 	}
 	return pod
+}
+
+// sidecarMode is how the added sidecar runs beside the model containers:
+// metering only when a model container serves the port named "http" (the
+// Service reaches the model directly), else in front of the model on that
+// port.
+func sidecarMode(models []corev1.Container) string {
+	for _, c := range models {
+		if c.Name != SidecarName && slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "http" }) {
+			return sidecar.ModeMeter
+		}
+	}
+	return sidecar.ModeProxy
 }
 
 // runSpec is how to run a pod's model container as a local process.
@@ -90,6 +108,8 @@ type runSpec struct {
 	Port int32
 	// HealthPath is the model's readiness probe path, given to the sidecar.
 	HealthPath string
+	// SidecarMode is sidecar.ModeMeter or sidecar.ModeProxy.
+	SidecarMode string
 }
 
 // modelSpec reads the model container of pod: the one container that is not
@@ -105,7 +125,7 @@ func modelSpec(pod *corev1.Pod, podIP string) (runSpec, error) {
 		return runSpec{}, fmt.Errorf("the local runtime runs pods of one model container (besides %s), found %d", SidecarName, len(models))
 	}
 	c := models[0]
-	spec := runSpec{Argv: append(slices.Clone(c.Command), c.Args...), Dir: c.WorkingDir}
+	spec := runSpec{Argv: append(slices.Clone(c.Command), c.Args...), Dir: c.WorkingDir, SidecarMode: sidecarMode(models)}
 	if len(c.Command) == 0 {
 		return runSpec{}, fmt.Errorf("container %s: the local runtime runs commands, not images: set its command", c.Name)
 	}

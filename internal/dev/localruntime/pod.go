@@ -159,7 +159,7 @@ func (p *localPod) startProcesses(env podEnv, spec runSpec, dir, controllerURL s
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []string{"sidecar",
+	args := []string{"sidecar", "--mode", spec.SidecarMode,
 		"--listen", ":" + strconv.Itoa(SidecarPort), "--admin-listen", ":" + strconv.Itoa(AdminPort),
 		"--model-url", "http://127.0.0.1:" + strconv.Itoa(int(spec.Port)),
 		"--pod-namespace", p.obj.Namespace, "--pod-name", p.obj.Name,
