@@ -48,8 +48,8 @@ type Autoscaling struct {
 	// (those of Envoy's access logs).
 	Samples ingest.Appender
 	rdb     *redis.Client
-	store  *store.Store
-	mgr    manager.Manager
+	store   *store.Store
+	mgr     manager.Manager
 }
 
 // New connects nothing yet: Redis is dialled on first use, and the

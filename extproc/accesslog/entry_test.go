@@ -117,7 +117,9 @@ func TestWithoutQuery(t *testing.T) {
 }
 
 func TestPodRequest(t *testing.T) {
-	d := func(ms float64) *durationpb.Duration { return durationpb.New(time.Duration(ms * float64(time.Millisecond))) }
+	d := func(ms float64) *durationpb.Duration {
+		return durationpb.New(time.Duration(ms * float64(time.Millisecond)))
+	}
 	entry := func(upstream *corev3.Address, code uint32, c *accesslogdatav3.AccessLogCommon) *accesslogdatav3.HTTPAccessLogEntry {
 		c.UpstreamRemoteAddress = upstream
 		return &accesslogdatav3.HTTPAccessLogEntry{CommonProperties: c, Response: &accesslogdatav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(code)}}

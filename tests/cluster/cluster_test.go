@@ -334,7 +334,7 @@ func checkScaleUp(t *testing.T, api, predictURL string) {
 			if slices.Contains(before, ip) {
 				continue
 			}
-			rows, err := proxyLogs(api, since, "http://"+ip+":8012/*")
+			rows, err := proxyLogs(api, since, "http://"+ip+":8080/*")
 			if err != nil {
 				return err
 			}
