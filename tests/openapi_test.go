@@ -57,8 +57,7 @@ func TestSidecarAdminAnswersAsItsOpenAPIDocumentSays(t *testing.T) {
 	go func() { _ = model.Serve(l) }()
 	t.Cleanup(func() { _ = model.Close() })
 	admin := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
-	testenv.Process(t, "nemesis-sidecar", exec.Command(nemesisBin, "sidecar",
-		"--listen", fmt.Sprintf("127.0.0.1:%d", testenv.Port(t)), "--admin-listen", admin,
+	testenv.Process(t, "nemesis-sidecar", exec.Command(nemesisBin, "sidecar", "--admin-listen", admin,
 		"--model-url", "http://"+l.Addr().String(), "--pod-namespace", "demo", "--pod-name", "model-0",
 		"--meter", "processes", "--meter-pid", strconv.Itoa(os.Getpid())))
 	testenv.Eventually(t, 20*time.Second, "sidecar ready", func() error {

@@ -77,6 +77,10 @@ func TestPrometheusScrapesTheStack(t *testing.T) {
 	if code, body := s.request(http.MethodGet, "/proxy/logs?limit=1", "", readToken); code != http.StatusOK { // for its counter
 		t.Fatalf("GET /proxy/logs: %d %s", code, body)
 	}
+	// A request no route takes: a failure before any pod, for its counter.
+	if code, _, err := get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/nowhere", s.envoyPort)); err != nil || code != http.StatusNotFound {
+		t.Fatalf("GET /nowhere through Envoy: %d %v", code, err)
+	}
 	t.Run("documented metrics are exported", func(t *testing.T) { s.checkDocumentedMetrics(t) })
 
 	t.Run("the wake is in the cold-start histograms", func(t *testing.T) {
@@ -301,7 +305,7 @@ func documentedMetrics(t *testing.T) []documented {
 		t.Fatal(err)
 	}
 	defer func() { _ = f.Close() }()
-	row := regexp.MustCompile("^\\| `(nemesis_[a-z_]+)` \\| (serve|sidecar) \\|")
+	row := regexp.MustCompile("^\\| `(nemesis_[a-z_]+)` \\| (serve|sidecar|sidecar proxy) \\|")
 	var out []documented
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -336,6 +340,14 @@ func (s *stack) checkDocumentedMetrics(t *testing.T) {
 	documentedSet := map[string]bool{}
 	for _, d := range documentedMetrics(t) {
 		documentedSet[d.name] = true
+		if d.from == "sidecar proxy" {
+			// The demo's sidecars meter beside the model: they proxy
+			// nothing and must not claim to.
+			if exported["sidecar"][d.name] {
+				t.Errorf("a sidecar in metering mode exports %s", d.name)
+			}
+			continue
+		}
 		// A metric whose series come later (a NACK, a rejected request)
 		// must still be there: the stack's flow makes every one appear.
 		testenv.Eventually(t, 30*time.Second, d.name+" on "+d.from+"'s /metrics", func() error {

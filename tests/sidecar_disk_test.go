@@ -58,7 +58,7 @@ func TestSidecarWithAnUnreadableFolderStillSendsSamples(t *testing.T) {
 	if err := os.WriteFile(bin, raw, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "sidecar",
+	cmd := exec.Command(bin, "sidecar", "--mode", "proxy",
 		"--listen", listen, "--admin-listen", admin,
 		"--model-url", "http://"+l.Addr().String(), "--pod-namespace", s.namespace, "--pod-name", "model-0",
 		"--controller-url", s.apiURL, "--controller-token", metricsToken, "--push-interval", "1s", "--disk-paths", cache,

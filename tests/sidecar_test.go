@@ -35,7 +35,7 @@ func TestSidecarSamplesReachRedisThroughServe(t *testing.T) {
 	t.Cleanup(func() { _ = model.Close() })
 
 	listen := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
-	testenv.Process(t, "nemesis-sidecar", exec.Command(nemesisBin, "sidecar",
+	testenv.Process(t, "nemesis-sidecar", exec.Command(nemesisBin, "sidecar", "--mode", "proxy",
 		"--listen", listen, "--admin-listen", fmt.Sprintf("127.0.0.1:%d", testenv.Port(t)),
 		"--model-url", "http://"+l.Addr().String(), "--pod-namespace", s.namespace, "--pod-name", "model-0",
 		"--controller-url", s.apiURL, "--controller-token", metricsToken, "--push-interval", "1s",
