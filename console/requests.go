@@ -65,7 +65,7 @@ func (c *Console) requestsPage(w http.ResponseWriter, r *http.Request) {
 		for k, vs := range v {
 			next[k] = vs
 		}
-		next.Set("cursor", logquery.Cursor{Timestamp: last.Timestamp, ID: last.ID}.Encode())
+		next.Set("cursor", logquery.Cursor{Time: last.Timestamp, ID: last.ID}.Encode())
 		data.Next = next.Encode()
 	}
 	export := url.Values{}
@@ -171,7 +171,7 @@ func (c *Console) export(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		last := logs[len(logs)-1]
-		q.After = &logquery.Cursor{Timestamp: last.Timestamp, ID: last.ID}
+		q.After = &logquery.Cursor{Time: last.Timestamp, ID: last.ID}
 	}
 	w.Header().Set("X-Export-Complete", complete)
 }

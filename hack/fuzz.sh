@@ -10,7 +10,7 @@ targets=(
   ./xds/api:FuzzSettingsBody
   ./controller/ingest:FuzzDecode
   ./extproc/logquery:FuzzParse
-  ./extproc/logquery:FuzzCursor
+  ./internal/keyset:FuzzCursor
   ./extproc/accesslog:FuzzRow
   ./controller/rules:FuzzAggregateAndEvaluate
 )

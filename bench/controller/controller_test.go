@@ -19,11 +19,9 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
@@ -162,26 +160,7 @@ func BenchmarkBreachToScale(b *testing.B) {
 	ctx := context.Background()
 	ns := "bench"
 	_ = c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	labels := map[string]string{"app": "model"}
-	deploy := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "model", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "m", Image: "m"}}}},
-		},
-	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "model-0", Namespace: ns, Labels: labels},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "m", Image: "m"}}}}
-	for _, o := range []client.Object{deploy, pod} {
-		if err := c.Create(ctx, o); err != nil {
-			b.Fatal(err)
-		}
-	}
-	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-	if err := c.Status().Update(ctx, pod); err != nil {
-		b.Fatal(err)
-	}
+	deploy, _ := readyPod(b, c, ns)
 	ca := &v1alpha1.CustomAutoscaler{
 		ObjectMeta: metav1.ObjectMeta{Name: "model", Namespace: ns},
 		Spec: v1alpha1.CustomAutoscalerSpec{

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nemesis-ml/nemesis/bench/internal/cpu"
 	"github.com/nemesis-ml/nemesis/bench/internal/loadgen"
 	"github.com/nemesis-ml/nemesis/extproc/accesslog"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
@@ -52,21 +53,21 @@ func BenchmarkEnvoyAccessLog(b *testing.B) {
 	_, url := testenv.Database(b)
 	pool := openPool(b, url)
 	model := startModel(b)
-	off, _ := startEnvoyStack(b, pool, model, "", nil)
-	on, sink := startEnvoyStack(b, pool, model, "nemesis-xds", nil)
+	off, _, offEnvoy := startEnvoyStack(b, pool, model, "", nil)
+	on, sink, onEnvoy := startEnvoyStack(b, pool, model, "nemesis-xds", nil)
 	// Envoy's own share: entries streamed and decoded, rows thrown away,
 	// as when PostgreSQL runs on another machine than Envoy.
-	discarded, _ := startEnvoyStack(b, pool, model, "nemesis-xds", discard{})
+	discarded, _, discEnvoy := startEnvoyStack(b, pool, model, "nemesis-xds", discard{})
 	for range b.N {
 		var offRes, onRes, discRes []loadgen.Result
 		var ratios, discRatios []float64
+		var offCPU, onCPU, discCPU usage
 		for range rounds {
-			offRes = append(offRes, loadgen.Run(b, wrk, off, connections, duration))
-			onRes = append(onRes, loadgen.Run(b, wrk, on, connections, duration))
-			// The last rows of a run are written after it: not during the
-			// next one.
-			waitIdle(b, sink)
-			discRes = append(discRes, loadgen.Run(b, wrk, discarded, connections, duration))
+			offRes = append(offRes, offCPU.run(b, offEnvoy, func() loadgen.Result { return loadgen.Run(b, wrk, off, connections, duration) }, nil))
+			// The last rows of a run are written after it (waitIdle): they
+			// count in its CPU, not in the next run's.
+			onRes = append(onRes, onCPU.run(b, onEnvoy, func() loadgen.Result { return loadgen.Run(b, wrk, on, connections, duration) }, func() { waitIdle(b, sink) }))
+			discRes = append(discRes, discCPU.run(b, discEnvoy, func() loadgen.Result { return loadgen.Run(b, wrk, discarded, connections, duration) }, nil))
 			ratios = append(ratios, onRes[len(onRes)-1].RPS/offRes[len(offRes)-1].RPS)
 			discRatios = append(discRatios, discRes[len(discRes)-1].RPS/offRes[len(offRes)-1].RPS)
 		}
@@ -85,7 +86,43 @@ func BenchmarkEnvoyAccessLog(b *testing.B) {
 			n.RPS, n.P50, n.P99, ratio, float64(n.P99)/float64(o.P99), sink.Stats().Written)
 		b.Logf("on, rows discarded after decoding: %.0f req/s p50 %v p99 %v; median throughput on/off %.3f, p99 on/off %.2f",
 			d.RPS, d.P50, d.P99, median(discRatios), float64(d.P99)/float64(o.P99))
+		b.Logf("CPU per request (µs; Envoy; this process: the model, and the access-log service and sink when on; PostgreSQL):")
+		for _, u := range []struct {
+			name string
+			u    usage
+		}{{"off", offCPU}, {"on", onCPU}, {"on, discarded", discCPU}} {
+			b.Logf("  %-14s envoy %5.1f  nemesis+model %5.1f  postgres %5.1f  total %5.1f", u.name,
+				u.u.per(u.u.envoy), u.u.per(u.u.self), u.u.per(u.u.postgres), u.u.per(u.u.envoy+u.u.self+u.u.postgres))
+		}
 	}
+}
+
+// usage sums the CPU time of the runs of one configuration, by process.
+type usage struct {
+	requests              float64
+	envoy, self, postgres time.Duration
+}
+
+// run runs load against e's stack, then settle (the rows' writes), and
+// adds the CPU time each process used meanwhile.
+func (u *usage) run(b *testing.B, e *servers.Envoy, load func() loadgen.Result, settle func()) loadgen.Result {
+	pid := e.Process().PID()
+	envoy, self, pg := cpu.Of(pid), cpu.Self(), cpu.Named("postgres")
+	start := time.Now()
+	r := load()
+	u.requests += r.RPS * time.Since(start).Seconds()
+	if settle != nil {
+		settle()
+	}
+	u.envoy += cpu.Of(pid) - envoy
+	u.self += cpu.Self() - self
+	u.postgres += cpu.Named("postgres") - pg
+	return r
+}
+
+// per is d per request, in microseconds.
+func (u usage) per(d time.Duration) float64 {
+	return float64(d.Microseconds()) / u.requests
 }
 
 type discard struct{}
@@ -122,7 +159,7 @@ func startModel(b *testing.B) ir.Endpoint {
 // the access-log service on its gRPC server, the sink) and one Envoy of
 // its own environment, and returns the URL of the model through Envoy.
 // A non-nil rows replaces the sink.
-func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep ir.Endpoint, accessLogCluster string, rows accesslog.Sink) (string, *logsink.Sink) {
+func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep ir.Endpoint, accessLogCluster string, rows accesslog.Sink) (string, *logsink.Sink, *servers.Envoy) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
 	log := slog.New(slog.DiscardHandler)
@@ -148,10 +185,10 @@ func startEnvoyStack(b *testing.B, pool *pgxpool.Pool, ep ir.Endpoint, accessLog
 	go func() { _ = cp.Server.Serve(ctx, l, accesslog.New(rows, log, accesslog.Options{}).Register) }()
 	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {{Name: "bench/model", PathPrefix: "/models/m", Endpoints: []ir.Endpoint{ep}}}})
 
-	testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
+	e := testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env, LogLevel: "warn"})
 	target := fmt.Sprintf("http://127.0.0.1:%d/models/m/predict", port)
 	waitUp(b, target)
-	return target, sink
+	return target, sink, e
 }
 
 func waitUp(b *testing.B, u string) {

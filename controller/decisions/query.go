@@ -1,13 +1,13 @@
 package decisions
 
 import (
-	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/internal/keyset"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
@@ -33,34 +33,8 @@ type Query struct {
 	After   *Cursor
 }
 
-// Cursor is the last record of a page: the next page starts below it.
-type Cursor struct {
-	Time time.Time
-	ID   int64
-}
-
-// Encode returns the cursor as an opaque string.
-func (c Cursor) Encode() string {
-	raw := strconv.FormatInt(c.Time.UnixMicro(), 10) + "." + strconv.FormatInt(c.ID, 10)
-	return base64.RawURLEncoding.EncodeToString([]byte(raw))
-}
-
-func decodeCursor(s string) (*Cursor, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, err
-	}
-	ts, id, ok := strings.Cut(string(raw), ".")
-	if !ok {
-		return nil, fmt.Errorf("no separator")
-	}
-	micros, err1 := strconv.ParseInt(ts, 10, 64)
-	n, err2 := strconv.ParseInt(id, 10, 64)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("not numbers")
-	}
-	return &Cursor{Time: time.UnixMicro(micros).UTC(), ID: n}, nil
-}
+// Cursor is the last row of a page: the next page starts below it.
+type Cursor = keyset.Cursor
 
 // Parse validates the query string; errors are *validation.FieldError
 // naming the parameter.
@@ -119,7 +93,7 @@ func Parse(namespace, name string, v url.Values) (Query, error) {
 			}
 			q.Limit = n
 		case "cursor":
-			c, perr := decodeCursor(value)
+			c, perr := keyset.Decode(value)
 			if perr != nil {
 				return bad(key, "is not a cursor this API returned")
 			}

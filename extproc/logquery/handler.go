@@ -93,7 +93,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		logs = logs[:q.Limit]
 		last := logs[len(logs)-1]
 		next := values
-		next.Set("cursor", Cursor{Timestamp: last.Timestamp, ID: last.ID}.Encode())
+		next.Set("cursor", Cursor{Time: last.Timestamp, ID: last.ID}.Encode())
 		w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
 	}
 	httpjson.Write(w, http.StatusOK, logs)

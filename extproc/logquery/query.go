@@ -3,7 +3,6 @@
 package logquery
 
 import (
-	"encoding/base64"
 	"fmt"
 	"math"
 	"net/netip"
@@ -14,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nemesis-ml/nemesis/internal/keyset"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
@@ -40,37 +40,7 @@ type Query struct {
 }
 
 // Cursor is the last row of a page: the next page starts below it.
-type Cursor struct {
-	Timestamp time.Time
-	ID        int64
-}
-
-// Encode returns the cursor as an opaque string.
-func (c Cursor) Encode() string {
-	raw := strconv.FormatInt(c.Timestamp.UnixMicro(), 10) + "." + strconv.FormatInt(c.ID, 10)
-	return base64.RawURLEncoding.EncodeToString([]byte(raw))
-}
-
-func decodeCursor(s string) (*Cursor, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return nil, err
-	}
-	ts, id, ok := strings.Cut(string(raw), ".")
-	if !ok {
-		return nil, fmt.Errorf("no separator")
-	}
-	micros, err1 := strconv.ParseInt(ts, 10, 64)
-	n, err2 := strconv.ParseInt(id, 10, 64)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("not numbers")
-	}
-	t := time.UnixMicro(micros).UTC()
-	if n < 1 || t.Year() < 1 || t.Year() > 9999 {
-		return nil, fmt.Errorf("out of range")
-	}
-	return &Cursor{Timestamp: t, ID: n}, nil
-}
+type Cursor = keyset.Cursor
 
 // Longest target_url, route and environment a filter may name, in
 // characters as the OpenAPI document counts them: longer ones match no
@@ -187,7 +157,7 @@ func Parse(v url.Values) (Query, error) {
 			}
 			q.Limit = n
 		case "cursor":
-			c, err := decodeCursor(value)
+			c, err := keyset.Decode(value)
 			if err != nil {
 				return bad(name, "is not a cursor this API returned")
 			}
@@ -268,7 +238,7 @@ func (q Query) Where() (string, []any) {
 	if q.After != nil {
 		// Spelt out rather than (timestamp, id) < (t, id) so that the
 		// timestamp bound is an index condition.
-		args = append(args, q.After.Timestamp, q.After.ID)
+		args = append(args, q.After.Time, q.After.ID)
 		t, id := len(args)-1, len(args)
 		where = append(where, fmt.Sprintf("timestamp <= $%d AND (timestamp < $%d OR id < $%d)", t, t, id))
 	}

@@ -301,31 +301,10 @@ func checkScaleUp(t *testing.T, api, predictURL string) {
 	})
 	before := podIPs(t, "demo", "app.kubernetes.io/name=digits")
 	since := time.Now().UTC()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var sent, failed atomic.Int64
-	var firstFailure atomic.Value
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				if r := predict(predictURL); r.err != nil || r.code != http.StatusOK {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", r.code, r.body, r.err))
-				}
-			}
-		})
-	}
+	load := startLoad(predictURL, 8)
 	defer func() {
-		close(stop)
-		wg.Wait()
-		if n := failed.Load(); n > 0 {
-			t.Errorf("%d of %d requests failed under load, the first: %v", n, sent.Load(), firstFailure.Load())
+		if n, sent, first := load.stop(); n > 0 {
+			t.Errorf("%d of %d requests failed under load, the first: %v", n, sent, first)
 		}
 	}()
 	var added string
@@ -346,7 +325,7 @@ func checkScaleUp(t *testing.T, api, predictURL string) {
 		return fmt.Errorf("no new pod has answered; replicas %s",
 			kubectl(t, "-n", "demo", "get", "deployment", "digits", "-o", "jsonpath={.spec.replicas}"))
 	})
-	t.Logf("new pod %s answered %s after the load began (%d requests so far)", added, time.Since(since).Round(time.Second), sent.Load())
+	t.Logf("new pod %s answered %s after the load began (%d requests so far)", added, time.Since(since).Round(time.Second), load.sent.Load())
 }
 
 // podIPs lists the IPs of the ready pods matching selector.
@@ -361,36 +340,54 @@ func podIPs(t *testing.T, namespace, selector string) []string {
 func checkControlPlanePodLoss(t *testing.T, predictURL string) {
 	pods := strings.Fields(kubectl(t, "-n", "nemesis-system", "get", "pods", "-l", "app.kubernetes.io/name=nemesis",
 		"-o", `jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}`))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var sent, failed atomic.Int64
-	var firstFailure atomic.Value
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				if r := predict(predictURL); r.err != nil || r.code != http.StatusOK {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", r.code, r.body, r.err))
-				}
-			}
-		})
-	}
+	load := startLoad(predictURL, 4)
 	time.Sleep(2 * time.Second)
 	kubectl(t, "-n", "nemesis-system", "delete", "pod", pods[0], "--wait=true", "--timeout=2m")
 	kubectl(t, "-n", "nemesis-system", "wait", "--for=condition=Available", "deployment/nemesis", "--timeout=3m")
 	time.Sleep(3 * time.Second)
-	close(stop)
-	wg.Wait()
-	if n := failed.Load(); n > 0 {
-		t.Fatalf("%d of %d requests failed while %s went away, the first: %v", n, sent.Load(), pods[0], firstFailure.Load())
+	failed, sent, first := load.stop()
+	if failed > 0 {
+		t.Fatalf("%d of %d requests failed while %s went away, the first: %v", failed, sent, pods[0], first)
 	}
-	t.Logf("%d requests, none failed, while %s was deleted and replaced", sent.Load(), pods[0])
+	t.Logf("%d requests, none failed, while %s was deleted and replaced", sent, pods[0])
+}
+
+// load is predictions sent without pause by a few clients.
+type load struct {
+	sent, failed atomic.Int64
+	first        atomic.Value
+	done         chan struct{}
+	wg           sync.WaitGroup
+}
+
+// startLoad sends predictions to url from clients clients until stop.
+func startLoad(url string, clients int) *load {
+	l := &load{done: make(chan struct{})}
+	for range clients {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				l.sent.Add(1)
+				if r := predict(url); r.err != nil || r.code != http.StatusOK {
+					l.failed.Add(1)
+					l.first.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", r.code, r.body, r.err))
+				}
+			}
+		})
+	}
+	return l
+}
+
+// stop ends the load and returns how many requests failed, of how many,
+// and the first failure.
+func (l *load) stop() (failed, sent int64, first any) {
+	close(l.done)
+	l.wg.Wait()
+	return l.failed.Load(), l.sent.Load(), l.first.Load()
 }
 
 // proxyLogs reads every row of route demo/digits with status 200 since the

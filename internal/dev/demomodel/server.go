@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/internal/dev/modelserver"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
-	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
@@ -59,10 +58,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 // server is ready.
 func (s *Server) Load(ctx context.Context) error {
 	start := time.Now()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(s.cfg.StartupDelay):
+	if err := modelserver.StartupDelay(ctx, s.cfg.StartupDelay); err != nil {
+		return err
 	}
 	s.model.Store(Train(s.cfg.Samples, s.cfg.Seed))
 	s.log.Info("model loaded", "samples", s.cfg.Samples, "took", time.Since(start).Round(time.Millisecond))
@@ -72,16 +69,7 @@ func (s *Server) Load(ctx context.Context) error {
 // Handler serves the API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if s.model.Load() == nil {
-			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
-			return
-		}
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	modelserver.Probes(mux, func() bool { return s.model.Load() != nil })
 	base := strings.TrimSuffix(s.cfg.BasePath, "/")
 	mux.HandleFunc("POST "+base+"/predict", s.predict)
 	return mux
@@ -177,14 +165,5 @@ func Run(ctx context.Context, log *slog.Logger, addr string, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	go func() {
-		if err := s.Load(ctx); err != nil && ctx.Err() == nil {
-			log.Error("loading the model", "err", err)
-		}
-	}()
-	return httpserver.ServeListener(ctx, log, l, s.Handler(), 30*time.Second)
+	return modelserver.Run(ctx, log, addr, s.Load, s.Handler())
 }

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -23,8 +22,8 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/nemesis-ml/nemesis/internal/dev/modelserver"
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
-	"github.com/nemesis-ml/nemesis/internal/httpserver"
 )
 
 //go:embed corpus.txt
@@ -63,10 +62,8 @@ func New(cfg Config, log *slog.Logger) *Server {
 // Load waits the start-up delay, then trains the model; from then on the
 // server is ready.
 func (s *Server) Load(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(s.cfg.StartupDelay):
+	if err := modelserver.StartupDelay(ctx, s.cfg.StartupDelay); err != nil {
+		return err
 	}
 	m := Train(corpus)
 	s.model.Store(m)
@@ -79,16 +76,7 @@ func (s *Server) Load(ctx context.Context) error {
 // GET /healthz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if s.model.Load() == nil {
-			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "loading"})
-			return
-		}
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	modelserver.Probes(mux, func() bool { return s.model.Load() != nil })
 	base := s.cfg.BasePath
 	mux.HandleFunc("POST "+base+"/v1/completions", s.completions)
 	mux.HandleFunc("GET "+base+"/v1/models", func(w http.ResponseWriter, _ *http.Request) {
@@ -229,16 +217,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request) {
 // Run serves the model on addr until ctx ends, loading it in the background.
 func Run(ctx context.Context, log *slog.Logger, addr string, cfg Config) error {
 	s := New(cfg, log)
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", addr, err)
-	}
-	go func() {
-		if err := s.Load(ctx); err != nil && ctx.Err() == nil {
-			log.Error("loading the model", "err", err)
-		}
-	}()
-	return httpserver.ServeListener(ctx, log, l, s.Handler(), 30*time.Second)
+	return modelserver.Run(ctx, log, addr, s.Load, s.Handler())
 }
 
 // message is one WebSocket message with its type (text or binary).
