@@ -141,23 +141,23 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 	return agg
 }
 
-// MergeEnvoy folds the SourceEnvoy samples of one pod stamped in the same
-// second into one: each serve replica reads the logs of its own Envoys, so
-// the pod's traffic of that second is their sum. Counts, rates and
+// MergeEnvoy folds the SourceEnvoy samples of one pod with the same stamp
+// into one: each serve replica reads the logs of its own Envoys and stamps
+// its samples at the end of the same interval (whole multiples of it), so
+// the pod's traffic of that interval is their sum. Counts, rates and
 // in-flight requests add, the response time is weighed by requests and the
 // p95 is the largest. Other samples are kept as they are, in order.
 func MergeEnvoy(samples []podmetric.Sample) []podmetric.Sample {
 	var out []podmetric.Sample
-	at := map[time.Time]int{}
+	at := map[int64]int{}
 	for _, s := range samples {
 		if s.Source != podmetric.SourceEnvoy {
 			out = append(out, s)
 			continue
 		}
-		second := s.ReceivedAt.Truncate(time.Second)
-		i, ok := at[second]
+		i, ok := at[s.ReceivedAt.UnixNano()]
 		if !ok {
-			at[second] = len(out)
+			at[s.ReceivedAt.UnixNano()] = len(out)
 			out = append(out, s)
 			continue
 		}
@@ -170,14 +170,6 @@ func MergeEnvoy(samples []podmetric.Sample) []podmetric.Sample {
 		m.InFlightRequests += s.InFlightRequests
 		m.ErrorCount += s.ErrorCount
 		m.P95ResponseTime = max(m.P95ResponseTime, s.P95ResponseTime)
-		m.ReceivedAt = later(m.ReceivedAt, s.ReceivedAt)
 	}
 	return out
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

@@ -36,7 +36,7 @@ type proxyLogFlags struct {
 	ProxyLogDropQuery      bool          `help:"Log target URLs without their query strings (they may carry keys or user ids)." env:"NEMESIS_PROXY_LOG_DROP_QUERY"`
 	ProxyLogRetentionEvery time.Duration `help:"How often old proxy log rows are looked for." default:"10m" env:"NEMESIS_PROXY_LOG_RETENTION_EVERY"`
 	PodTraffic             bool          `help:"Time each pod's requests from the access logs and store them as the pod's samples (request rate, response time, in-flight requests), so sidecars can stay out of the request path (--mode meter)." default:"true" negatable:"" env:"NEMESIS_POD_TRAFFIC"`
-	PodTrafficInterval     time.Duration `help:"Interval of the pod samples taken from the access logs." default:"1s" env:"NEMESIS_POD_TRAFFIC_INTERVAL"`
+	PodTrafficInterval     time.Duration `help:"Interval of the pod samples taken from the access logs; every replica must use the same (their samples of an interval add up). Shorter reacts sooner and stores more samples in Redis." default:"500ms" env:"NEMESIS_POD_TRAFFIC_INTERVAL"`
 }
 
 // proxyLogs are the parts of serve that handle proxy logs.
