@@ -164,6 +164,10 @@ func (p *Proxy) reverseProxy(model *url.URL, transport http.RoundTripper) *httpu
 			r.SetXForwarded()
 		},
 		Transport: transport,
+		// Without a pool the reverse proxy allocates a 32 KiB buffer for
+		// every response it copies: the garbage was a good part of the
+		// hop's cost.
+		BufferPool: copyBuffers,
 		// 0 is not "never": the reverse proxy flushes every write at once
 		// for server-sent events and for every body of unknown length
 		// (chunked token streams, gRPC), and leaves bodies of known length
@@ -175,6 +179,19 @@ func (p *Proxy) reverseProxy(model *url.URL, transport http.RoundTripper) *httpu
 		FlushInterval: 0,
 		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 		ErrorHandler:  p.upstreamError,
+	}
+}
+
+// copyBuffers are the reverse proxies' body buffers.
+var copyBuffers = &bufferPool{pool: sync.Pool{New: func() any { return new([32 << 10]byte) }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (b *bufferPool) Get() []byte { return b.pool.Get().(*[32 << 10]byte)[:] }
+
+func (b *bufferPool) Put(p []byte) {
+	if len(p) == 32<<10 {
+		b.pool.Put((*[32 << 10]byte)(p))
 	}
 }
 
