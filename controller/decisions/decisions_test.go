@@ -105,6 +105,9 @@ func TestRecordsAreServedNewestFirstFilteredAndPaged(t *testing.T) {
 	if len(held) != 1 || held[0].LimitedBy != "stabilization_window" || held[0].From != held[0].To {
 		t.Errorf("limited_by=any: %+v", held)
 	}
+	if none, rec := get("/autoscalers/ml/digits/decisions?since=2026-12-01T10:03:00Z&until=2026-12-01T10:01:00Z"); rec.Code != http.StatusOK || len(none) != 0 {
+		t.Errorf("until before since: %d %s, want an empty page", rec.Code, rec.Body)
+	}
 	changed, _ := get("/autoscalers/ml/digits/decisions?changed=true&since=2026-12-01T10:01:00Z")
 	if len(changed) != 3 {
 		t.Errorf("changed since 10:01: %d records, want 3", len(changed))
@@ -128,6 +131,8 @@ func TestRecordsAreServedNewestFirstFilteredAndPaged(t *testing.T) {
 
 	for query, field := range map[string]string{
 		"limit=0": "limit", "since=yesterday": "since", "changed=maybe": "changed", "cursor=xyz": "cursor", "colour=blue": "colour",
+		"rule=a%00b": "rule", "rule=": "rule", "rule=Cpu_High": "rule", "action=SCALE": "action", "limited_by=": "limited_by",
+		"limited_by=budget": "limited_by", "cursor=" + (decisions.Cursor{Time: t0, ID: 0}).Encode(): "cursor",
 	} {
 		_, rec := get("/autoscalers/ml/digits/decisions?" + query)
 		var body struct{ Field string }

@@ -3,10 +3,14 @@ package decisions
 import (
 	"fmt"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/rules"
 	"github.com/nemesis-ml/nemesis/internal/keyset"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
@@ -67,19 +71,21 @@ func Parse(namespace, name string, v url.Values) (Query, error) {
 			} else {
 				q.Until = t.UTC()
 			}
+		// The filters name what records can hold: anything else would
+		// match nothing, or (a NUL byte) fail in PostgreSQL.
 		case "action":
-			if value == "" {
-				return bad(key, "must not be empty")
+			if !slices.Contains(actions, value) {
+				return bad(key, "must be one of %s", strings.Join(actions, ", "))
 			}
 			q.Action = value
 		case "rule":
-			if value == "" {
-				return bad(key, "must not be empty")
+			if len(value) > 63 || !ruleID.MatchString(value) {
+				return bad(key, "must be a rule id: lower-case letters, digits and '-', at most 63")
 			}
 			q.Rule = value
 		case "limited_by":
-			if value == "" {
-				return bad(key, "must not be empty")
+			if !slices.Contains(limits, value) {
+				return bad(key, "must be one of %s", strings.Join(limits, ", "))
 			}
 			q.LimitedBy = value
 		case "dry_run":
@@ -105,11 +111,22 @@ func Parse(namespace, name string, v url.Values) (Query, error) {
 			return Query{}, err
 		}
 	}
-	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
-		return bad("until", "must be after since")
-	}
+	// until at or before since is an empty window, as in GET /proxy/logs.
 	return q, nil
 }
+
+// What a record's action, rule and limit can be.
+var (
+	actions = []string{
+		string(v1alpha1.ActionIncreaseInstances), string(v1alpha1.ActionDecreaseInstances),
+		string(v1alpha1.ActionDecreaseInstancesToZero), rules.ActionHold,
+	}
+	ruleID = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	limits = []string{
+		"any", rules.LimitMinReplicas, rules.LimitMaxReplicas, rules.LimitStabilization,
+		rules.LimitIdlePeriod, rules.LimitStaleMetrics, LimitDryRun,
+	}
+)
 
 var columns = "id, namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run, inputs, wake"
 
