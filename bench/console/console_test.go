@@ -27,6 +27,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/extproc/logquery"
 	"github.com/nemesis-ml/nemesis/internal/database"
+	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 	"github.com/nemesis-ml/nemesis/xds/server"
 	"github.com/nemesis-ml/nemesis/xds/settingsdb"
@@ -40,6 +41,7 @@ const (
 	logRows     = 500_000
 	autoscalers = 20
 	decisionsN  = 20_000
+	readToken   = "bench-read-token"
 )
 
 func BenchmarkConsolePages(b *testing.B) {
@@ -84,16 +86,21 @@ func BenchmarkConsolePages(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The readers log in as serve's do: a read token, sent as a bearer.
+	auth := &httpauth.Authorizer{}
+	if err := auth.Grant([]string{readToken}, httpauth.Read); err != nil {
+		b.Fatal(err)
+	}
 	c, err := console.New(console.Config{
 		Kube: kube, Pool: pool, Decisions: decisions.NewHandler(pool, log), Logs: logs, Settings: settingsdb.NewStore(pool),
-		Envoys: func() []server.EnvoyStatus { return nil }, SettingsAPI: http.NotFoundHandler(), Log: log,
+		Envoys: func() []server.EnvoyStatus { return nil }, SettingsAPI: http.NotFoundHandler(), Auth: auth, Log: log,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	c.Register(mux)
-	mux.Handle("GET /proxy/logs", logs)
+	mux.Handle("GET /proxy/logs", auth.Require(httpauth.Read, logs))
 	srv := httptest.NewServer(mux)
 	b.Cleanup(srv.Close)
 
@@ -124,8 +131,14 @@ func load(b *testing.B, url string) []time.Duration {
 	for range readers {
 		wg.Go(func() {
 			for range perReader {
+				req, err := http.NewRequest(http.MethodGet, url, nil)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				req.Header.Set("Authorization", "Bearer "+readToken)
 				start := time.Now()
-				resp, err := client.Get(url)
+				resp, err := client.Do(req)
 				if err != nil {
 					b.Error(err)
 					return
