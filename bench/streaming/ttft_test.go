@@ -131,7 +131,7 @@ func startSidecar(b *testing.B, model *url.URL) ir.Endpoint {
 	done := make(chan error, 1)
 	go func() {
 		done <- sidecar.Run(ctx, slog.New(slog.DiscardHandler), sidecar.Config{
-			Listen: fmt.Sprintf("127.0.0.1:%d", port), AdminListen: fmt.Sprintf("127.0.0.1:%d", testenv.Port(b)),
+			Mode: sidecar.ModeProxy, Listen: fmt.Sprintf("127.0.0.1:%d", port), AdminListen: fmt.Sprintf("127.0.0.1:%d", testenv.Port(b)),
 			Model: model, ModelProtocol: "auto", Namespace: "bench", Pod: "chat-0",
 			PushInterval: time.Second, ShutdownGrace: 5 * time.Second,
 			Meter: meter.Config{Source: meter.SourceProcesses, PID: os.Getpid()},
