@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/internal/httpauth"
+	"github.com/nemesis-ml/nemesis/xds/settings"
 )
 
 func TestPercentileBound(t *testing.T) {
@@ -106,6 +108,21 @@ func serve(mux http.Handler, method, target string, form url.Values, cookie *htt
 	rec := httptest.NewRecorder()
 	mux.ServeHTTP(rec, r)
 	return rec
+}
+
+func TestHistorySaysWhatEachVersionChanged(t *testing.T) {
+	v1 := settings.Settings{Version: 1, Policy: "round_robin", MaxConnections: 100, TimeoutSeconds: 30, RetryAttempts: 2}
+	v2 := v1
+	v2.Version, v2.Policy, v2.TimeoutSeconds = 2, "least_connections", 10
+	v3 := v2
+	v3.Version = 3 // the same values stored again
+	got := history([]settings.Settings{v3, v2, v1})
+	want := [][]string{{}, {"policy: round_robin → least_connections", "timeout: 30 → 10"}, nil}
+	for i, v := range got {
+		if !slices.Equal(v.Changes, want[i]) || v.Compared != (i < 2) || v.Version != int64(3-i) {
+			t.Errorf("version %d: changes %q compared %v, want %q and %v", v.Version, v.Changes, v.Compared, want[i], i < 2)
+		}
+	}
 }
 
 func TestPagesNeedALogin(t *testing.T) {

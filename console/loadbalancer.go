@@ -21,8 +21,54 @@ const historyShown = 20
 type Environment struct {
 	Name    string               `json:"name"`
 	Current settings.Settings    `json:"current"`
-	History []settings.Settings  `json:"history"`
+	History []Version            `json:"history"`
 	Envoys  []server.EnvoyStatus `json:"envoys"`
+}
+
+// Version is one stored version of an environment's settings and what it
+// changed from the version before it.
+type Version struct {
+	settings.Settings
+	// Changes are "field: old → new", one per changed field; none for the
+	// oldest version shown, whose predecessor the page does not read
+	// (Compared false).
+	Changes  []string `json:"changes"`
+	Compared bool     `json:"-"`
+}
+
+// history pairs each version (newest first) with what it changed from the
+// next older one.
+func history(versions []settings.Settings) []Version {
+	out := make([]Version, len(versions))
+	for i, v := range versions {
+		out[i].Settings = v
+		if i+1 < len(versions) {
+			out[i].Changes, out[i].Compared = changes(versions[i+1], v), true
+		}
+	}
+	return out
+}
+
+// changes lists the fields of the settings that differ between old and
+// cur, in the order the API documents them.
+func changes(old, cur settings.Settings) []string {
+	out := []string{}
+	for _, f := range []struct {
+		name     string
+		old, cur any
+	}{
+		{"policy", old.Policy, cur.Policy},
+		{"max connections", old.MaxConnections, cur.MaxConnections},
+		{"timeout", old.TimeoutSeconds, cur.TimeoutSeconds},
+		{"retry attempts", old.RetryAttempts, cur.RetryAttempts},
+		{"retry budget %", old.RetryBudgetPercent, cur.RetryBudgetPercent},
+		{"stream idle timeout", old.StreamIdleTimeoutSeconds, cur.StreamIdleTimeoutSeconds},
+	} {
+		if f.old != f.cur {
+			out = append(out, fmt.Sprintf("%s: %v → %v", f.name, f.old, f.cur))
+		}
+	}
+	return out
 }
 
 type loadBalancerData struct {
@@ -52,7 +98,7 @@ func (c *Console) environments(r *http.Request) ([]Environment, error) {
 		}
 		list := envoys[name]
 		sort.Slice(list, func(i, j int) bool { return list[i].Node < list[j].Node })
-		out = append(out, Environment{Name: name, Current: cur, History: hist, Envoys: list})
+		out = append(out, Environment{Name: name, Current: cur, History: history(hist), Envoys: list})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil

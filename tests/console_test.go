@@ -494,6 +494,12 @@ func TestConsole(t *testing.T) {
 		if flash := b.text("#flash"); !strings.Contains(flash, fmt.Sprintf("as version %d; 1 Envoys acknowledged", version)) {
 			t.Errorf("flash %q", flash)
 		}
+		// The new version says what it changed from the one before (the
+		// test's second PUT: random, 50, 5 s).
+		row := fmt.Sprintf(`section[data-environment=%q] tr[data-version="%d"] td.changes`, s.env, version)
+		if got, want := b.text(row), "policy: random → round_robin; max connections: 50 → 100; timeout: 5 → 10"; got != want {
+			t.Errorf("the reverted version's changes read %q, want %q", got, want)
+		}
 		acked := b.eval(fmt.Sprintf(`[...document.querySelectorAll('section[data-environment=%q] .envoys td.acked')].map(td => td.textContent)`, s.env))
 		// A snapshot version is the settings version, a dot and a sequence.
 		if len(acked) != 1 || !strings.HasPrefix(acked[0], strconv.FormatInt(version, 10)+".") {
