@@ -91,7 +91,7 @@ func BenchmarkResponseTimeReaction(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(pool.Close)
-	traffic := podtraffic.New()
+	traffic := podtraffic.New(nil)
 	go podtraffic.NewFlusher(traffic, st, 500*time.Millisecond, prometheus.NewRegistry(), log).Run(ctx)
 	ingestSrv := httptest.NewServer(ingest.New(st, ingest.Options{Registerer: prometheus.NewRegistry()}))
 	b.Cleanup(ingestSrv.Close)

@@ -66,7 +66,7 @@ func BenchmarkPodTraffic(b *testing.B) {
 				}
 			}
 			if traffic != nil {
-				traffic.Observe(reqs)
+				traffic.Observe("prod", reqs)
 				// A flush a second at 50,000 entries a second.
 				if i/50_000 > flushed {
 					flushed = i / 50_000
@@ -82,7 +82,7 @@ func BenchmarkPodTraffic(b *testing.B) {
 		var withouts, withs []time.Duration
 		rows(nil) // warm up
 		for range rounds {
-			traffic := podtraffic.New()
+			traffic := podtraffic.New(nil)
 			traffic.SetRoutes(routes)
 			withouts = append(withouts, rows(nil))
 			withs = append(withs, rows(traffic))

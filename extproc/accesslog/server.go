@@ -42,7 +42,7 @@ type Options struct {
 type Traffic interface {
 	// Open notes a stream from an Envoy of environment until closed.
 	Open(environment string) (closed func())
-	Observe(reqs []podtraffic.Request)
+	Observe(environment string, reqs []podtraffic.Request)
 }
 
 // Server is the access-log service Envoy streams entries to.
@@ -133,7 +133,7 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 		}
 		s.sink.Add(rows...)
 		if traffic != nil {
-			s.opts.Traffic.Observe(traffic)
+			s.opts.Traffic.Observe(environment, traffic)
 		}
 	}
 }

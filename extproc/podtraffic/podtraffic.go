@@ -60,8 +60,9 @@ type Counts struct {
 	// BeforePod are requests that failed before reaching a pod, by route:
 	// errors of the route, not of any pod.
 	BeforePod map[string]int
-	// Unknown are requests to an address that is no pod of a route (one
-	// removed since, or not a pod at all).
+	// Unknown are requests to an address that is no pod of a route of
+	// the Envoy's environment (one removed since, another environment's,
+	// or not a pod at all).
 	Unknown int
 }
 
@@ -69,28 +70,37 @@ type Counts struct {
 // use: every access-log stream observes into it.
 type Aggregator struct {
 	mu sync.Mutex
-	// pods maps an endpoint address to its pod; routes lists each
-	// environment's pods, which get a sample every interval while one of
-	// the environment's Envoys streams logs here, requests or not.
-	pods    map[string]string
+	// pods maps, per environment, an endpoint address to its pod: an
+	// Envoy's entries count only for pods of its own environment's
+	// routes, so an Envoy of one environment cannot move another's
+	// autoscalers. routes lists each environment's pods, which get a
+	// sample every interval while one of the environment's Envoys streams
+	// logs here, requests or not.
+	pods    map[string]map[string]string
 	routes  map[string][]string
 	streams map[string]int
-	windows map[string]*window
-	counts  Counts
+	// connected says which environments have an Envoy on this replica's
+	// xDS: Envoy opens its access-log stream on its first entry only, so
+	// after a restart of serve an idle environment has no stream, yet its
+	// idle pods must report no requests for a scale to zero.
+	connected func() map[string]bool
+	windows   map[string]*window
+	counts    Counts
 }
 
-// New returns an empty aggregator.
-func New() *Aggregator {
+// New returns an empty aggregator; connected (may be nil) names the
+// environments whose Envoys hold an xDS stream to this replica.
+func New(connected func() map[string]bool) *Aggregator {
 	return &Aggregator{
-		pods: map[string]string{}, routes: map[string][]string{}, streams: map[string]int{},
-		windows: map[string]*window{}, counts: Counts{BeforePod: map[string]int{}},
+		pods: map[string]map[string]string{}, routes: map[string][]string{}, streams: map[string]int{},
+		connected: connected, windows: map[string]*window{}, counts: Counts{BeforePod: map[string]int{}},
 	}
 }
 
 // SetRoutes replaces the endpoints the aggregator knows: the routes of
 // every environment, whose endpoints name their pods.
 func (a *Aggregator) SetRoutes(routes map[string][]ir.Route) {
-	pods := map[string]string{}
+	pods := map[string]map[string]string{}
 	byEnv := map[string][]string{}
 	for env, rs := range routes {
 		for _, r := range rs {
@@ -98,7 +108,10 @@ func (a *Aggregator) SetRoutes(routes map[string][]ir.Route) {
 				if e.Pod == "" {
 					continue
 				}
-				pods[e.HostPort()] = e.Pod
+				if pods[env] == nil {
+					pods[env] = map[string]string{}
+				}
+				pods[env][e.HostPort()] = e.Pod
 				byEnv[env] = append(byEnv[env], e.Pod)
 			}
 		}
@@ -130,16 +143,18 @@ func (a *Aggregator) Open(environment string) (closed func()) {
 	}
 }
 
-// Observe adds the requests of one batch of entries.
-func (a *Aggregator) Observe(reqs []Request) {
+// Observe adds the requests of one batch of entries of an Envoy of
+// environment.
+func (a *Aggregator) Observe(environment string, reqs []Request) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	pods := a.pods[environment]
 	for _, r := range reqs {
 		if r.Upstream == "" {
 			a.counts.BeforePod[r.Route]++
 			continue
 		}
-		pod, ok := a.pods[r.Upstream]
+		pod, ok := pods[r.Upstream]
 		if !ok {
 			a.counts.Unknown++
 			continue
@@ -154,16 +169,23 @@ func (a *Aggregator) Observe(reqs []Request) {
 }
 
 // Flush returns one sample per pod that served requests since the last
-// Flush, or that belongs to a route of an environment streaming logs
-// here, stamped at now; interval is the time since the last Flush. It
-// also returns, and resets, what could not be put on a pod.
+// Flush, or that belongs to a route of an environment whose Envoys stream
+// logs or hold xDS here, stamped at now; interval is the time since the
+// last Flush. It also returns, and resets, what could not be put on a pod.
 func (a *Aggregator) Flush(now time.Time, interval time.Duration) ([]podmetric.Sample, Counts) {
+	var here map[string]bool
+	if a.connected != nil {
+		here = a.connected()
+	}
 	a.mu.Lock()
 	windows, counts := a.windows, a.counts
 	a.windows, a.counts = map[string]*window{}, Counts{BeforePod: map[string]int{}}
 	idle := []string{}
-	for env := range a.streams {
-		for _, pod := range a.routes[env] {
+	for env, pods := range a.routes {
+		if a.streams[env] == 0 && !here[env] {
+			continue
+		}
+		for _, pod := range pods {
 			if windows[pod] == nil {
 				idle = append(idle, pod)
 			}

@@ -23,7 +23,7 @@ func routes() map[string][]ir.Route {
 }
 
 func TestFlushTimesEachPodFromItsRequests(t *testing.T) {
-	a := New()
+	a := New(nil)
 	a.SetRoutes(routes())
 	closeProd := a.Open("prod")
 	var reqs []Request
@@ -36,7 +36,7 @@ func TestFlushTimesEachPodFromItsRequests(t *testing.T) {
 		Request{Route: "ml/digits"},
 		Request{Route: "ml/digits", Upstream: "10.0.0.7:8080", Duration: time.Second}, // a pod since removed
 	)
-	a.Observe(reqs)
+	a.Observe("prod", reqs)
 	samples, counts := a.Flush(t0, 2*time.Second)
 
 	if len(samples) != 2 {
@@ -71,26 +71,50 @@ func TestFlushTimesEachPodFromItsRequests(t *testing.T) {
 	}
 }
 
+// An Envoy connected over xDS that has logged nothing yet (it opens its
+// access-log stream on its first entry) still has its environment's idle
+// pods reported: a scale to zero needs their request rate of 0.
+func TestIdlePodsOfAnEnvironmentWithAnEnvoyOnXDS(t *testing.T) {
+	a := New(func() map[string]bool { return map[string]bool{"staging": true} })
+	a.SetRoutes(routes())
+	samples, _ := a.Flush(t0, time.Second)
+	if len(samples) != 1 || samples[0] != (podmetric.Sample{ID: "ml/chat-a", Source: podmetric.SourceEnvoy, ReceivedAt: t0}) {
+		t.Fatalf("samples %+v, want staging's idle pod only", samples)
+	}
+}
+
 func TestRequestsToAPodAfterItLeftARouteAreUnknown(t *testing.T) {
-	a := New()
+	a := New(nil)
 	a.SetRoutes(routes())
 	a.SetRoutes(map[string][]ir.Route{})
-	a.Observe([]Request{{Route: "ml/digits", Upstream: "10.0.0.1:8080", Duration: time.Millisecond}})
+	a.Observe("prod", []Request{{Route: "ml/digits", Upstream: "10.0.0.1:8080", Duration: time.Millisecond}})
 	if samples, counts := a.Flush(t0, time.Second); len(samples) != 0 || counts.Unknown != 1 {
 		t.Fatalf("samples %+v, counts %+v", samples, counts)
+	}
+}
+
+// An Envoy of staging naming a pod of prod's routes moves nothing of prod.
+func TestEntriesCountOnlyForPodsOfTheirEnvironment(t *testing.T) {
+	a := New(nil)
+	a.SetRoutes(routes())
+	a.Observe("staging", []Request{{Route: "ml/digits", Upstream: "10.0.0.1:8080", Duration: time.Second}})
+	a.Observe("staging", []Request{{Route: "ml/chat", Upstream: "10.0.1.1:8000", Duration: time.Millisecond}})
+	samples, counts := a.Flush(t0, time.Second)
+	if len(samples) != 1 || samples[0].ID != "ml/chat-a" || counts.Unknown != 1 {
+		t.Fatalf("samples %+v, counts %+v: want only staging's ml/chat-a, and prod's pod unknown", samples, counts)
 	}
 }
 
 // Past maxKept response times in one interval the p95 comes from a
 // uniform sample of them; the mean and count stay exact.
 func TestP95OfManyRequestsIsSampled(t *testing.T) {
-	a := New()
+	a := New(nil)
 	a.SetRoutes(routes())
 	reqs := make([]Request, 100_000)
 	for i := range reqs {
 		reqs[i] = Request{Upstream: "10.0.0.2:8080", Duration: time.Duration(i%100+1) * time.Millisecond}
 	}
-	a.Observe(reqs)
+	a.Observe("prod", reqs)
 	samples, _ := a.Flush(t0, time.Second)
 	s := samples[0]
 	if s.RequestCount != 100_000 || s.AverageResponseTime != 50.5 || s.P95ResponseTime < 93 || s.P95ResponseTime > 97 {

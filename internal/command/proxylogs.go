@@ -19,6 +19,7 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/retention"
 	"github.com/nemesis-ml/nemesis/internal/database"
 	"github.com/nemesis-ml/nemesis/xds/ir"
+	"github.com/nemesis-ml/nemesis/xds/server"
 )
 
 type proxyLogFlags struct {
@@ -72,7 +73,7 @@ func (p *proxyLogs) runTraffic(ctx context.Context) error {
 // pool, the queries read through a pool of their own on databaseURL;
 // xdsListen names the default spill folder, so servers sharing a machine
 // never replay each other's rows.
-func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, samples podtraffic.Appender, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
+func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseURL string, samples podtraffic.Appender, envoys func() []server.EnvoyStatus, reg prometheus.Registerer, log *slog.Logger, xdsListen string) (*proxyLogs, error) {
 	log = log.With("component", "proxylogs")
 	spillDir := f.ProxyLogSpillDir
 	if spillDir == "" {
@@ -120,7 +121,13 @@ func (f proxyLogFlags) build(ctx context.Context, pool *pgxpool.Pool, databaseUR
 			queryPool.Close()
 			return nil, fmt.Errorf("--pod-traffic-interval %v: want more than 0", f.PodTrafficInterval)
 		}
-		p.traffic = podtraffic.New()
+		p.traffic = podtraffic.New(func() map[string]bool {
+			here := map[string]bool{}
+			for _, e := range envoys() {
+				here[e.Environment] = true
+			}
+			return here
+		})
 		p.flusher = podtraffic.NewFlusher(p.traffic, samples, f.PodTrafficInterval, reg, log.With("component", "podtraffic"))
 		opts.Traffic = p.traffic
 	}

@@ -97,7 +97,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	logs, err := c.proxyLogFlags.build(ctx, pool, c.DatabaseURL, autoscaling.Samples, reg, log, c.XDSListen)
+	logs, err := c.proxyLogFlags.build(ctx, pool, c.DatabaseURL, autoscaling.Samples, cp.Server.Status, reg, log, c.XDSListen)
 	if err != nil {
 		return err
 	}
