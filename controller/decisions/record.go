@@ -57,7 +57,9 @@ type Wake struct {
 	ScaleWritten time.Time `json:"scale_written"`
 	// Pod is the first pod of the target created after the scale was
 	// written; PodCreated and PodReady are when the controller's watch saw
-	// it created and saw its Ready condition turn true.
+	// it created and saw its Ready condition turn true, PodReady no later
+	// than EndpointAcked (Envoy gets a ready endpoint only for a ready pod,
+	// so a watch that heard later was slow).
 	Pod        string    `json:"pod,omitempty"`
 	PodCreated time.Time `json:"pod_created,omitzero"`
 	PodReady   time.Time `json:"pod_ready,omitzero"`

@@ -179,14 +179,24 @@ func (w *Writer) insert(ctx context.Context, items []item) error {
 // mergeReleased adds the activator's stages to the autoscaler's latest wake
 // record from before the release. A release whose decision is not recorded
 // (the controller's replica lost it) changes nothing.
-const mergeReleased = `UPDATE scaling_decisions SET wake = wake || $4::jsonb
+const mergeReleased = `UPDATE scaling_decisions SET wake = ` + readyByAck + `
 	WHERE id = (SELECT id FROM scaling_decisions
 		WHERE namespace = $1 AND name = $2 AND wake IS NOT NULL AND time <= $3
 		ORDER BY time DESC, id DESC LIMIT 1)`
 
 // mergePod adds a pod's stages to the wake record decided at $3.
-const mergePod = `UPDATE scaling_decisions SET wake = wake || $4::jsonb
+const mergePod = `UPDATE scaling_decisions SET wake = ` + readyByAck + `
 	WHERE namespace = $1 AND name = $2 AND time = $3 AND wake IS NOT NULL`
+
+// readyByAck is the wake merged with $4, its pod ready no later than the
+// endpoint ACK: Envoy gets a ready endpoint only for a ready pod, so a pod
+// watch that heard of the readiness after Envoy ACKed the endpoint was the
+// slower of the two (the local runtime writes the EndpointSlice before the
+// pod's status), and the ACK is the better bound.
+const readyByAck = `(SELECT CASE WHEN m ? 'pod_ready' AND m ? 'endpoint_acked'
+		AND (m->>'endpoint_acked')::timestamptz <= (m->>'pod_ready')::timestamptz
+	THEN m || jsonb_build_object('pod_ready', m->'endpoint_acked') ELSE m END
+	FROM (SELECT wake || $4::jsonb AS m) AS merged)`
 
 // podStages is what mergePod merges: the creation alone, then both.
 func podStages(p *PodStages) map[string]any {
