@@ -31,15 +31,15 @@ const (
 
 // Autoscaler is one row of the fleet.
 type Autoscaler struct {
-	Namespace    string             `json:"namespace"`
-	Name         string             `json:"name"`
-	State        string             `json:"state"`
-	Replicas     int32              `json:"replicas"`
-	Desired      int32              `json:"desired_replicas"`
-	Min          int32              `json:"min_replicas"`
-	Max          int32              `json:"max_replicas"`
-	DryRun       bool               `json:"dry_run"`
-	Traffic      Traffic            `json:"traffic"`
+	Namespace string  `json:"namespace"`
+	Name      string  `json:"name"`
+	State     string  `json:"state"`
+	Replicas  int32   `json:"replicas"`
+	Desired   int32   `json:"desired_replicas"`
+	Min       int32   `json:"min_replicas"`
+	Max       int32   `json:"max_replicas"`
+	DryRun    bool    `json:"dry_run"`
+	Traffic   Traffic `json:"traffic"`
 	// HeldRequests is how many of its requests this serve replica's
 	// activator holds now (each replica knows only its own).
 	HeldRequests int                `json:"held_requests"`
