@@ -65,6 +65,17 @@ type Pod struct {
 	Created time.Time `json:"created"`
 }
 
+// ColdStarts are the wakes from zero among the decisions shown.
+func (d *Detail) ColdStarts() []decisions.Record {
+	var out []decisions.Record
+	for _, r := range d.Decisions {
+		if r.Wake != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 var errNotFound = errors.New("no such autoscaler")
 
 func (c *Console) detail(ctx context.Context, namespace, name string) (*Detail, error) {
@@ -79,7 +90,7 @@ func (c *Console) detail(ctx context.Context, namespace, name string) (*Detail, 
 	if err != nil {
 		return nil, err
 	}
-	d := &Detail{Autoscaler: row(ca, traffic), Spec: ca.Spec, Conditions: ca.Status.Conditions}
+	d := &Detail{Autoscaler: row(ca, traffic, c.held()), Spec: ca.Spec, Conditions: ca.Status.Conditions}
 	if d.Pods, err = c.pods(ctx, ca); err != nil {
 		return nil, err
 	}

@@ -40,6 +40,13 @@ type Settings interface {
 	History(ctx context.Context, environment string, limit int) ([]settings.Settings, error)
 }
 
+// HeldRequests tells how many requests are held now per route
+// (namespace/name); extproc/activator.Activator is the production one, and
+// it knows only the requests of its own serve replica.
+type HeldRequests interface {
+	Held() map[string]int
+}
+
 // Config is what the console reads and where it writes.
 type Config struct {
 	Kube      client.Reader
@@ -49,6 +56,8 @@ type Config struct {
 	Settings  Settings
 	// Envoys is the connected Envoys' status.
 	Envoys func() []server.EnvoyStatus
+	// Held is the activator's held requests; none are shown when nil.
+	Held HeldRequests
 	// SettingsAPI serves PUT /loadbalancer/settings, with its own token
 	// check: a revert goes through it like any other client's change.
 	SettingsAPI http.Handler

@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/httpauth"
 	"github.com/nemesis-ml/nemesis/xds/settings"
 )
@@ -211,5 +213,48 @@ func TestReportsRefuseNamingTheParameter(t *testing.T) {
 		if rec.Code != http.StatusBadRequest || body.Field != field {
 			t.Errorf("%q: %d %s, want 400 naming %q", query, rec.Code, rec.Body, field)
 		}
+	}
+}
+
+func TestWakeStages(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	type stage struct {
+		name       string
+		millis, at int64
+		width      string
+	}
+	for name, tc := range map[string]struct {
+		wake *decisions.Wake
+		want []stage
+	}{
+		"no wake": {nil, nil},
+		"every stage": {
+			&decisions.Wake{RequestHeld: at(0), Decided: at(10), ScaleWritten: at(20), PodCreated: at(50), PodReady: at(850), EndpointAcked: at(980), Released: at(1000)},
+			[]stage{{"decided", 10, 10, "1.00"}, {"scale written", 10, 20, "1.00"}, {"pod created", 30, 50, "3.00"}, {"pod ready", 800, 850, "80.00"},
+				{"endpoint ACKed", 130, 980, "13.00"}, {"released", 20, 1000, "2.00"}},
+		},
+		"a wake under way, its pod unseen": {
+			&decisions.Wake{RequestHeld: at(0), Decided: at(100), ScaleWritten: at(400)},
+			[]stage{{"decided", 100, 100, "25.00"}, {"scale written", 300, 400, "75.00"}},
+		},
+		"without the pod's stages the stretch joins its neighbours": {
+			&decisions.Wake{RequestHeld: at(0), Decided: at(0), ScaleWritten: at(0), EndpointAcked: at(900), Released: at(1000)},
+			[]stage{{"decided", 0, 0, "0.00"}, {"scale written", 0, 0, "0.00"}, {"endpoint ACKed", 900, 900, "90.00"}, {"released", 100, 1000, "10.00"}},
+		},
+		"a stretch below zero is drawn empty": {
+			&decisions.Wake{RequestHeld: at(5), Decided: at(0), ScaleWritten: at(100)},
+			[]stage{{"decided", -5, -5, "0.00"}, {"scale written", 100, 95, "100.00"}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var got []stage
+			for _, s := range wakeStages(tc.wake) {
+				got = append(got, stage{s.Name, s.Millis(), s.AtMillis, s.Width})
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("stages %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -31,15 +31,18 @@ const (
 
 // Autoscaler is one row of the fleet.
 type Autoscaler struct {
-	Namespace    string             `json:"namespace"`
-	Name         string             `json:"name"`
-	State        string             `json:"state"`
-	Replicas     int32              `json:"replicas"`
-	Desired      int32              `json:"desired_replicas"`
-	Min          int32              `json:"min_replicas"`
-	Max          int32              `json:"max_replicas"`
-	DryRun       bool               `json:"dry_run"`
-	Traffic      Traffic            `json:"traffic"`
+	Namespace string  `json:"namespace"`
+	Name      string  `json:"name"`
+	State     string  `json:"state"`
+	Replicas  int32   `json:"replicas"`
+	Desired   int32   `json:"desired_replicas"`
+	Min       int32   `json:"min_replicas"`
+	Max       int32   `json:"max_replicas"`
+	DryRun    bool    `json:"dry_run"`
+	Traffic   Traffic `json:"traffic"`
+	// HeldRequests is how many of its requests this serve replica's
+	// activator holds now (each replica knows only its own).
+	HeldRequests int                `json:"held_requests"`
 	LastDecision *v1alpha1.Decision `json:"last_decision,omitempty"`
 	// Problem is the failing condition's message when State is error.
 	Problem string `json:"problem,omitempty"`
@@ -86,17 +89,26 @@ func State(ca *v1alpha1.CustomAutoscaler) (state, problem string) {
 	return StateSteady, ""
 }
 
-func row(ca *v1alpha1.CustomAutoscaler, traffic map[string]Traffic) Autoscaler {
+func row(ca *v1alpha1.CustomAutoscaler, traffic map[string]Traffic, held map[string]int) Autoscaler {
 	state, problem := State(ca)
-	t, ok := traffic[ca.Namespace+"/"+ca.Name]
+	route := ca.Namespace + "/" + ca.Name
+	t, ok := traffic[route]
 	if !ok {
 		t = Traffic{WindowSeconds: int(trafficWindow.Seconds())}
 	}
 	return Autoscaler{
 		Namespace: ca.Namespace, Name: ca.Name, State: state, Problem: problem,
 		Replicas: ca.Status.Replicas, Desired: ca.Status.DesiredReplicas, Min: ca.Spec.MinReplicas, Max: ca.Spec.MaxReplicas,
-		DryRun: ca.Spec.DryRun, Traffic: t, LastDecision: ca.Status.LastDecision,
+		DryRun: ca.Spec.DryRun, Traffic: t, HeldRequests: held[route], LastDecision: ca.Status.LastDecision,
 	}
+}
+
+// held is what the activator holds now, per route.
+func (c *Console) held() map[string]int {
+	if c.cfg.Held == nil {
+		return nil
+	}
+	return c.cfg.Held.Held()
 }
 
 // fleet lists every CustomAutoscaler with its traffic.
@@ -109,9 +121,10 @@ func (c *Console) fleet(ctx context.Context) ([]Autoscaler, error) {
 	if err != nil {
 		return nil, err
 	}
+	held := c.held()
 	out := make([]Autoscaler, 0, len(list.Items))
 	for i := range list.Items {
-		out = append(out, row(&list.Items[i], traffic))
+		out = append(out, row(&list.Items[i], traffic, held))
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Namespace != out[j].Namespace {

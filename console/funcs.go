@@ -45,6 +45,7 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprint(*v)
 	},
+	"wakeStages": wakeStages,
 	"stateClass": func(s string) string {
 		switch s {
 		case StateError:

@@ -127,7 +127,19 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		stuck := s.model(fakekubelet.Config{Name: "stuck", NeverReady: true, HoldTimeoutSeconds: 2})
 		s.waitActivatorOnRoute(e, stuck.Key().String(), true)
 		start := time.Now()
-		results := burst(fmt.Sprintf("http://127.0.0.1:%d/models/stuck", s.envoyPort), 70)
+		done := make(chan []result)
+		go func() { done <- burst(fmt.Sprintf("http://127.0.0.1:%d/models/stuck", s.envoyPort), 70) }()
+		// The fleet shows what the activator holds while it holds it.
+		testenv.Eventually(t, 1500*time.Millisecond, "the fleet showing 60 requests held", func() error {
+			if held := s.heldNow(stuck.Name()); held != 60 {
+				return fmt.Errorf("%d held", held)
+			}
+			return nil
+		})
+		results := <-done
+		if held := s.heldNow(stuck.Name()); held != 0 {
+			t.Errorf("the fleet shows %d requests held after the hold timeout", held)
+		}
 		reasons := map[string]int{}
 		for _, r := range results {
 			if r.err != nil || r.code != http.StatusServiceUnavailable {
@@ -165,7 +177,38 @@ func TestActivatorWakesModelsFromZero(t *testing.T) {
 		if held := s.metric(`nemesis_activator_held_requests{environment="` + s.env + `",route="` + stuck.Key().String() + `"}`); held != 0 {
 			t.Errorf("%v requests still held", held)
 		}
+		// Its wake made a pod that never got ready: the record says so.
+		testenv.Eventually(t, 10*time.Second, "the stuck wake's pod recorded", func() error {
+			var rows int
+			testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT count(*) FROM scaling_decisions WHERE namespace = '%s' AND name = 'stuck'
+				AND wake->>'pod' = 'stuck-0' AND wake ? 'pod_created' AND NOT wake ? 'pod_ready'`, s.namespace), &rows)
+			if rows != 1 {
+				return fmt.Errorf("%d wake records with a pod created, never ready", rows)
+			}
+			return nil
+		})
 	})
+}
+
+// heldNow is how many requests the fleet API says are held now for the
+// autoscaler name.
+func (s *stack) heldNow(name string) int {
+	s.t.Helper()
+	code, body := s.request(http.MethodGet, "/autoscalers", "", readToken)
+	var fleet []struct {
+		Namespace, Name string
+		Held            int `json:"held_requests"`
+	}
+	if err := json.Unmarshal([]byte(body), &fleet); code != http.StatusOK || err != nil {
+		s.t.Fatalf("GET /autoscalers: %d %v: %s", code, err, body)
+	}
+	for _, a := range fleet {
+		if a.Namespace == s.namespace && a.Name == name {
+			return a.Held
+		}
+	}
+	s.t.Fatalf("GET /autoscalers has no %s/%s", s.namespace, name)
+	return 0
 }
 
 // model starts a model at zero in the stack's namespace and environment,
@@ -355,17 +398,18 @@ func (s *stack) metric(series string) float64 {
 }
 
 // checkWakeRecord checks the decision record of the model's one wake: its
-// stages in order, the requests it held, and its span from the first held
-// request to the release against the first request's measured hold.
+// stages in order, the pod it made, the requests it held, and its span from
+// the first held request to the release against the first request's
+// measured hold.
 func (s *stack) checkWakeRecord(name string, results []result, held int) {
 	s.t.Helper()
 	var raw string
 	testenv.Eventually(s.t, 10*time.Second, "the wake's stages recorded", func() error {
 		rows := 0
 		testenv.QueryRow(s.t, s.dbURL, fmt.Sprintf(`SELECT count(*), coalesce(max(wake::text), '') FROM scaling_decisions
-			WHERE namespace = '%s' AND name = '%s' AND wake ? 'released'`, s.namespace, name), &rows, &raw)
+			WHERE namespace = '%s' AND name = '%s' AND wake ? 'released' AND wake ? 'pod_ready'`, s.namespace, name), &rows, &raw)
 		if rows != 1 {
-			return fmt.Errorf("%d wake records with a release", rows)
+			return fmt.Errorf("%d wake records with a ready pod and a release", rows)
 		}
 		return nil
 	})
@@ -373,11 +417,14 @@ func (s *stack) checkWakeRecord(name string, results []result, held int) {
 	if err := json.Unmarshal([]byte(raw), &w); err != nil {
 		s.t.Fatal(err)
 	}
-	stages := []time.Time{w.RequestHeld, w.Decided, w.ScaleWritten, w.EndpointAcked, w.Released}
+	stages := []time.Time{w.RequestHeld, w.Decided, w.ScaleWritten, w.PodCreated, w.PodReady, w.EndpointAcked, w.Released}
 	for i := 1; i < len(stages); i++ {
 		if stages[i].Before(stages[i-1]) {
 			s.t.Errorf("wake stages out of order: %+v", w)
 		}
+	}
+	if !strings.HasPrefix(w.Pod, name+"-") {
+		s.t.Errorf("wake pod %q, want one of %s", w.Pod, name)
 	}
 	if w.HeldRequests != held {
 		s.t.Errorf("wake held %d requests, want %d", w.HeldRequests, held)
@@ -389,10 +436,10 @@ func (s *stack) checkWakeRecord(name string, results []result, held int) {
 		}
 	}
 	span := w.Released.Sub(w.RequestHeld)
-	s.t.Logf("wake stages: held→decided %s, →scale written %s, →endpoint ACKed %s, →released %s; span %s, first request's measured hold %s",
-		w.Decided.Sub(w.RequestHeld).Round(time.Millisecond), w.ScaleWritten.Sub(w.Decided).Round(time.Millisecond),
-		w.EndpointAcked.Sub(w.ScaleWritten).Round(time.Millisecond), w.Released.Sub(w.EndpointAcked).Round(time.Millisecond),
-		span.Round(time.Millisecond), first.held().Round(time.Millisecond))
+	ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	s.t.Logf("wake stages: held→decided %s, →scale written %s, →pod created %s, →pod ready %s, →endpoint ACKed %s, →released %s; span %s, first request's measured hold %s",
+		ms(w.Decided.Sub(w.RequestHeld)), ms(w.ScaleWritten.Sub(w.Decided)), ms(w.PodCreated.Sub(w.ScaleWritten)), ms(w.PodReady.Sub(w.PodCreated)),
+		ms(w.EndpointAcked.Sub(w.PodReady)), ms(w.Released.Sub(w.EndpointAcked)), ms(span), ms(first.held()))
 	// The hold as the client measures it adds Envoy's hops on both sides.
 	if diff := first.held() - span; diff < 0 || diff > 250*time.Millisecond {
 		s.t.Errorf("the stages span %s, the first request was held %s", span, first.held())

@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
+	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
 )
 
@@ -239,15 +240,23 @@ func TestConsole(t *testing.T) {
 	for _, c := range targets {
 		s.seedAutoscaler(c)
 	}
-	// Five scales of "busy" within the last day, one hold and one dry-run
-	// decision the chart must leave out, and one older than a day.
+	// Five scales of "busy" within the last day (the first a wake from
+	// zero with its stages), one hold and one dry-run decision the chart
+	// must leave out, and one older than a day.
 	now := time.Now().UTC()
 	seeded := []int{1, 3, 2, 4, 2}
 	for i, to := range seeded {
+		at := now.Add(time.Duration(i-6) * time.Hour)
 		inputs := fmt.Sprintf(`[{"rule":"cpu-high","metric":"CPU_USAGE","operator":"GREATER_THAN","value":%d,"threshold":700,"window_seconds":30}]`, 600+50*i)
-		testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, inputs)
-			VALUES ($1, 'busy', $2, $3, $4, 'INCREASE_INSTANCES', 'cpu-high', 'seeded', $5)`,
-			s.namespace, now.Add(time.Duration(i-6)*time.Hour), max(to-1, 0), to, inputs)
+		var wake *decisions.Wake
+		if i == 0 {
+			ms := func(n int) time.Time { return at.Add(time.Duration(n) * time.Millisecond) }
+			wake = &decisions.Wake{RequestHeld: ms(-10), Decided: at, ScaleWritten: ms(10), Pod: "busy-abc", PodCreated: ms(40),
+				PodReady: ms(840), EndpointAcked: ms(970), Released: ms(990), HeldRequests: 50}
+		}
+		testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, inputs, wake)
+			VALUES ($1, 'busy', $2, $3, $4, 'INCREASE_INSTANCES', 'cpu-high', 'seeded', $5, $6)`,
+			s.namespace, at, max(to-1, 0), to, inputs, wake)
 	}
 	testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run) VALUES
 		($1, 'busy', $2, 2, 2, 'HOLD', 'cpu-high', 'seeded hold', 'stabilization_window', false),
@@ -365,6 +374,15 @@ func TestConsole(t *testing.T) {
 		}
 		if n := len(b.eval(`[...document.querySelectorAll("#decisions tbody tr")].map(tr => tr.textContent)`)); n != 8 {
 			t.Errorf("decision log has %d rows, want the 8 seeded", n)
+		}
+		// The seeded wake's bar and its table twin: six stages.
+		bar := b.eval(`[...document.querySelectorAll("figure.wake .wakebar .stage")].map(s => s.className + " " + s.style.width)`)
+		if fmt.Sprint(bar) != fmt.Sprint([]string{"stage decided 1%", "stage scaled 1%", "stage created 3%", "stage ready 80%", "stage acked 13%", "stage released 2%"}) {
+			t.Errorf("the cold start's bar has %v, want six stages 1 1 3 80 13 2 %% wide", bar)
+		}
+		took := b.eval(`[...document.querySelectorAll("figure.wake .wake-stages tbody tr td:nth-child(2)")].map(td => td.textContent)`)
+		if fmt.Sprint(took) != fmt.Sprint([]string{"10", "10", "30", "800", "130", "20"}) {
+			t.Errorf("the cold start's table has %v ms, want 10 10 30 800 130 20", took)
 		}
 		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
 			saveScreenshot(t, b, filepath.Join(dir, "console-autoscaler.png"))

@@ -25,8 +25,9 @@ const demoStartup = 2 * time.Second
 // TestDemoWakesFromZero is the whole wake-from-zero flow on the real demo
 // model run by the local runtime: at zero replicas, 50 concurrent requests
 // are held by the activator while the model wakes and all succeed; each is
-// held little longer than the pod took to start; idle brings the model back
-// to zero and the next request wakes it again.
+// held little longer than the pod took to start; the decision record has
+// the wake's stages in order, adding up to the measured hold; idle brings
+// the model back to zero and the next request wakes it again.
 func TestDemoWakesFromZero(t *testing.T) {
 	s := newStack(t)
 	envoy := s.startEnvoy()
@@ -79,6 +80,7 @@ func TestDemoWakesFromZero(t *testing.T) {
 		t.Fatalf("%d replicas after the wake", got)
 	}
 	s.waitScaledSince("digits", first)
+	s.checkWakeRecord("digits", results, 50)
 	s.waitActivatorOnRoute(envoy, s.namespace+"/digits", false)
 
 	testenv.Eventually(t, 60*time.Second, "back to zero when idle", func() error {

@@ -190,6 +190,9 @@ func TestWritesWaitForPostgresWithoutBlocking(t *testing.T) {
 	})
 }
 
+// The pod's stages and the release complete the wake's record, in whatever
+// order they arrive, the pod ready no later than the endpoint ACK; the
+// older wake is left alone.
 func TestAReleaseCompletesItsWakesStages(t *testing.T) {
 	_, url := testenv.Database(t)
 	pool := open(t, url)
@@ -199,9 +202,20 @@ func TestAReleaseCompletesItsWakesStages(t *testing.T) {
 	// An older wake of the same model, which the release must leave alone.
 	w.Record(decisions.Record{Namespace: "ml", Name: "digits", Time: at(-60_000), To: 1, Action: "INCREASE_INSTANCES",
 		Wake: &decisions.Wake{RequestHeld: at(-60_010), Decided: at(-60_000), ScaleWritten: at(-59_990)}})
-	w.Record(decisions.Record{Namespace: "ml", Name: "digits", Time: at(10), To: 1, Action: "INCREASE_INSTANCES",
-		Wake: &decisions.Wake{RequestHeld: at(2), Decided: at(10), ScaleWritten: at(15)}})
+	// The controller's clock has nanoseconds; PostgreSQL keeps microseconds.
+	decided := at(10).Add(789 * time.Nanosecond)
+	w.Record(decisions.Record{Namespace: "ml", Name: "digits", Time: decided, To: 1, Action: "INCREASE_INSTANCES",
+		Wake: &decisions.Wake{RequestHeld: at(2), Decided: decided, ScaleWritten: at(15)}})
+	w.PodStages(decisions.PodStages{Namespace: "ml", Name: "digits", Decided: decided, Pod: "digits-abc", Created: at(40)})
 	w.Released(decisions.Released{Namespace: "ml", Name: "digits", FirstHeld: at(0), EndpointAcked: at(900), Released: at(905), Held: 7})
+	// The watch heard of the pod's readiness after Envoy ACKed its endpoint:
+	// the ACK bounds it.
+	w.PodStages(decisions.PodStages{Namespace: "ml", Name: "digits", Decided: decided, Pod: "digits-abc", Created: at(40), Ready: at(920)})
+	// Another model's pod ready before the ACK, heard of after the release.
+	w.Record(decisions.Record{Namespace: "ml", Name: "text", Time: at(10), To: 1, Action: "INCREASE_INSTANCES",
+		Wake: &decisions.Wake{RequestHeld: at(2), Decided: at(10), ScaleWritten: at(15)}})
+	w.Released(decisions.Released{Namespace: "ml", Name: "text", FirstHeld: at(0), EndpointAcked: at(900), Released: at(905), Held: 1})
+	w.PodStages(decisions.PodStages{Namespace: "ml", Name: "text", Decided: at(10), Pod: "text-abc", Created: at(40), Ready: at(880)})
 
 	h := decisions.NewHandler(pool, slog.New(slog.DiscardHandler))
 	q, _ := decisions.Parse("ml", "digits", nil)
@@ -210,17 +224,30 @@ func TestAReleaseCompletesItsWakesStages(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(page) != 2 || page[0].Wake == nil || page[0].Wake.HeldRequests != 7 {
+		if len(page) != 2 || page[0].Wake == nil || page[0].Wake.HeldRequests != 7 || page[0].Wake.PodReady.IsZero() {
 			return fmt.Errorf("records %+v", page)
 		}
 		w := page[0].Wake
-		want := decisions.Wake{RequestHeld: at(0), Decided: at(10), ScaleWritten: at(15), EndpointAcked: at(900), Released: at(905), HeldRequests: 7}
+		want := decisions.Wake{RequestHeld: at(0), Decided: decided, ScaleWritten: at(15), Pod: "digits-abc", PodCreated: at(40), PodReady: at(900),
+			EndpointAcked: at(900), Released: at(905), HeldRequests: 7}
 		if !w.RequestHeld.Equal(want.RequestHeld) || !w.Decided.Equal(want.Decided) || !w.ScaleWritten.Equal(want.ScaleWritten) ||
+			w.Pod != want.Pod || !w.PodCreated.Equal(want.PodCreated) || !w.PodReady.Equal(want.PodReady) ||
 			!w.EndpointAcked.Equal(want.EndpointAcked) || !w.Released.Equal(want.Released) {
 			return fmt.Errorf("stages %+v, want %+v", *w, want)
 		}
-		if old := page[1].Wake; old.HeldRequests != 0 || !old.Released.IsZero() {
+		if old := page[1].Wake; old.HeldRequests != 0 || !old.Released.IsZero() || old.Pod != "" {
 			t.Errorf("the older wake changed: %+v", *old)
+		}
+		return nil
+	})
+	q, _ = decisions.Parse("ml", "text", nil)
+	testenv.Eventually(t, 10*time.Second, "the other model's pod merged", func() error {
+		page, _, err := h.Page(t.Context(), q)
+		if err != nil {
+			return err
+		}
+		if len(page) != 1 || page[0].Wake == nil || !page[0].Wake.PodReady.Equal(at(880)) || !page[0].Wake.EndpointAcked.Equal(at(900)) {
+			return fmt.Errorf("records %+v, want the pod ready at %s", page, at(880))
 		}
 		return nil
 	})

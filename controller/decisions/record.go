@@ -47,12 +47,22 @@ type Input struct {
 
 // Wake is the stages of a wake from zero, in order. The controller records
 // the decision with the first three (RequestHeld from the activator's
-// stamp); the activator adds the rest when it releases the held requests
-// (see Released), and sets RequestHeld to the first held request's arrival.
+// stamp) and adds the pod's two when its pod watch sees them (see
+// PodStages); the activator adds the rest when it releases the held
+// requests (see Released), and sets RequestHeld to the first held
+// request's arrival.
 type Wake struct {
 	RequestHeld  time.Time `json:"request_held"`
 	Decided      time.Time `json:"decided"`
 	ScaleWritten time.Time `json:"scale_written"`
+	// Pod is the first pod of the target created after the scale was
+	// written; PodCreated and PodReady are when the controller's watch saw
+	// it created and saw its Ready condition turn true, PodReady no later
+	// than EndpointAcked (Envoy gets a ready endpoint only for a ready pod,
+	// so a watch that heard later was slow).
+	Pod        string    `json:"pod,omitempty"`
+	PodCreated time.Time `json:"pod_created,omitzero"`
+	PodReady   time.Time `json:"pod_ready,omitzero"`
 	// EndpointAcked is when every Envoy of the environment had ACKed a
 	// snapshot with a ready endpoint (so a pod was ready).
 	EndpointAcked time.Time `json:"endpoint_acked,omitzero"`
@@ -70,6 +80,16 @@ type Released struct {
 	EndpointAcked   time.Time
 	Released        time.Time
 	Held            int
+}
+
+// PodStages is what the controller's pod watch saw of a wake's pod: sent
+// once when the pod is created (Ready zero) and again when it is ready.
+// Decided names the wake's record (its time).
+type PodStages struct {
+	Namespace, Name string
+	Decided         time.Time
+	Pod             string
+	Created, Ready  time.Time
 }
 
 // Limit set by the controller rather than the rules: the decision was not

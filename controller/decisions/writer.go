@@ -58,10 +58,12 @@ func NewWriter(pool *pgxpool.Pool, cfg WriterConfig, reg prometheus.Registerer, 
 	return w, nil
 }
 
-// item is a record to insert or a release to merge into its wake's record.
+// item is a record to insert, or a release or a pod's stages to merge into
+// its wake's record.
 type item struct {
 	record   *Record
 	released *Released
+	pod      *PodStages
 }
 
 // Record queues r for writing; it drops r (and counts it) rather than wait.
@@ -71,6 +73,10 @@ func (w *Writer) Record(r Record) { w.queue(item{record: &r}) }
 // wake record of the autoscaler written before the release (the controller
 // records its decision first: the release waits for the scale it made).
 func (w *Writer) Released(r Released) { w.queue(item{released: &r}) }
+
+// PodStages queues the stages of a wake's pod, merged into the wake record
+// the controller wrote at p.Decided.
+func (w *Writer) PodStages(p PodStages) { w.queue(item{pod: &p}) }
 
 func (w *Writer) queue(it item) {
 	select {
@@ -151,6 +157,10 @@ func (w *Writer) insert(ctx context.Context, items []item) error {
 				})
 				continue
 			}
+			if p := it.pod; p != nil {
+				b.Queue(mergePod, p.Namespace, p.Name, p.Decided, podStages(p))
+				continue
+			}
 			r := it.record
 			b.Queue(`INSERT INTO scaling_decisions
 				(namespace, name, time, from_replicas, to_replicas, action, rule, reason, limited_by, dry_run, inputs, wake)
@@ -169,10 +179,33 @@ func (w *Writer) insert(ctx context.Context, items []item) error {
 // mergeReleased adds the activator's stages to the autoscaler's latest wake
 // record from before the release. A release whose decision is not recorded
 // (the controller's replica lost it) changes nothing.
-const mergeReleased = `UPDATE scaling_decisions SET wake = wake || $4::jsonb
+const mergeReleased = `UPDATE scaling_decisions SET wake = ` + readyByAck + `
 	WHERE id = (SELECT id FROM scaling_decisions
 		WHERE namespace = $1 AND name = $2 AND wake IS NOT NULL AND time <= $3
 		ORDER BY time DESC, id DESC LIMIT 1)`
+
+// mergePod adds a pod's stages to the wake record decided at $3.
+const mergePod = `UPDATE scaling_decisions SET wake = ` + readyByAck + `
+	WHERE namespace = $1 AND name = $2 AND time = $3 AND wake IS NOT NULL`
+
+// readyByAck is the wake merged with $4, its pod ready no later than the
+// endpoint ACK: Envoy gets a ready endpoint only for a ready pod, so a pod
+// watch that heard of the readiness after Envoy ACKed the endpoint was the
+// slower of the two (the local runtime writes the EndpointSlice before the
+// pod's status), and the ACK is the better bound.
+const readyByAck = `(SELECT CASE WHEN m ? 'pod_ready' AND m ? 'endpoint_acked'
+		AND (m->>'endpoint_acked')::timestamptz <= (m->>'pod_ready')::timestamptz
+	THEN m || jsonb_build_object('pod_ready', m->'endpoint_acked') ELSE m END
+	FROM (SELECT wake || $4::jsonb AS m) AS merged)`
+
+// podStages is what mergePod merges: the creation alone, then both.
+func podStages(p *PodStages) map[string]any {
+	m := map[string]any{"pod": p.Pod, "pod_created": p.Created}
+	if !p.Ready.IsZero() {
+		m["pod_ready"] = p.Ready
+	}
+	return m
+}
 
 func inputsOrEmpty(in []Input) []Input {
 	if in == nil {

@@ -53,6 +53,19 @@ type harness struct {
 type decisionLog struct {
 	mu      sync.Mutex
 	records []decisions.Record
+	pods    []decisions.PodStages
+}
+
+func (l *decisionLog) PodStages(p decisions.PodStages) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pods = append(l.pods, p)
+}
+
+func (l *decisionLog) podStages() []decisions.PodStages {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.pods)
 }
 
 func (l *decisionLog) Record(r decisions.Record) {
@@ -98,20 +111,35 @@ func newHarness(t *testing.T, replicas int32, pods int) *harness {
 		t.Fatal(err)
 	}
 	for i := range pods {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("model-%d", i), Namespace: h.ns, Labels: labels},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
-		}
-		if err := c.Create(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
-		if err := c.Status().Update(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
+		pod := h.addPod(fmt.Sprintf("model-%d", i), true)
 		h.pods = append(h.pods, h.ns+"/"+pod.Name)
 	}
 	return h
+}
+
+// addPod creates a pod of the model, made ready when ready is true.
+func (h *harness) addPod(name string, ready bool) *corev1.Pod {
+	h.t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns, Labels: map[string]string{"app": "model"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
+	}
+	if err := h.c.Create(h.t.Context(), pod); err != nil {
+		h.t.Fatal(err)
+	}
+	if ready {
+		h.setReady(pod)
+	}
+	return pod
+}
+
+// setReady sets the pod's Ready condition, as its kubelet would.
+func (h *harness) setReady(pod *corev1.Pod) {
+	h.t.Helper()
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	if err := h.c.Status().Update(h.t.Context(), pod); err != nil {
+		h.t.Fatal(err)
+	}
 }
 
 type rule struct {

@@ -93,13 +93,21 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		metrics: newMetrics(opts.Registerer), resync: opts.Resync, retry: opts.Retry, now: time.Now,
 		activations: opts.Activations,
 		records:     &recordLog{to: opts.Decisions, last: map[types.NamespacedName]string{}},
+		wakePods:    newWakePods(opts.Decisions, time.Now),
 	}
 	// The reconciler lists pods from the cache; registering their informer
 	// now syncs it with the manager's caches instead of in the first
 	// reconcile, which would delay that autoscaler's first decision (often
 	// a wake from zero) by the whole list.
-	if _, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{}); err != nil {
+	// The same informer tells the wakes' pods to the decision record.
+	pods, err := mgr.GetCache().GetInformer(context.Background(), &corev1.Pod{})
+	if err != nil {
 		return nil, fmt.Errorf("registering the pod informer: %w", err)
+	}
+	if opts.Decisions != nil {
+		if _, err := pods.AddEventHandler(r.wakePods.handler()); err != nil {
+			return nil, fmt.Errorf("watching pods for the decision record: %w", err)
+		}
 	}
 	samples := make(chan event.GenericEvent, 1024)
 	if err := mgr.Add(&notifier{store: opts.Store, client: mgr.GetClient(), out: samples, log: opts.Log}); err != nil {

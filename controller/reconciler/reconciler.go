@@ -56,13 +56,18 @@ type Reconciler struct {
 	now   func() time.Time
 	// activations are this process's activator's wakes; nil when none.
 	activations *activation.Local
-	// records is the decision record.
-	records *recordLog
+	// records is the decision record, wakePods the pods of its wakes.
+	records  *recordLog
+	wakePods *wakePods
 }
 
 // observation is what one reconcile saw of the target.
 type observation struct {
-	scale     *autoscalingv1.Scale
+	scale    *autoscalingv1.Scale
+	selector labels.Selector
+	// pods are the target's pods, ready or not; readyPods the ready ones'
+	// namespace/name.
+	pods      []corev1.Pod
 	readyPods []string
 	samples   map[string][]podmetric.Sample
 }
@@ -138,7 +143,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !ca.Spec.DryRun {
 		status.LastScaleTime = &metav1.MicroTime{Time: now}
 		if d.Rule == v1alpha1.ActivationRule && d.From == 0 {
-			return r.wake(ctx, ca, status, obs.scale, in, d, start, result)
+			return r.wake(ctx, ca, status, obs, in, d, start, result)
 		}
 	}
 	if err := r.updateStatus(ctx, ca, status); err != nil {
@@ -159,6 +164,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := updateScale(ctx, r.client, ca, obs.scale, d.To); err != nil {
 		return r.scaleFailed(ctx, ca, err)
 	}
+	// A pod this scale creates is not a wake's.
+	r.wakePods.forget(client.ObjectKeyFromObject(ca))
 	r.metrics.latency.Observe(r.now().Sub(start).Seconds())
 	r.metrics.scaled(ca, d)
 	r.records.applied(ca, in, d, limit, nil)
@@ -172,9 +179,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // replica where there were none) nor count samples twice (a target at zero
 // has none). The record is a patch so that a cache lagging behind the
 // object cannot make it conflict; should it fail all the same, the scale
-// is done and the log and the Scaled event still tell.
-func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, scale *autoscalingv1.Scale, in rules.Input, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
-	if err := updateScale(ctx, r.client, ca, scale, d.To); err != nil {
+// is done and the log and the Scaled event still tell. The wake's pod is
+// followed from before the scale, so that no pod it makes can slip by.
+func (r *Reconciler) wake(ctx context.Context, ca *v1alpha1.CustomAutoscaler, status *v1alpha1.CustomAutoscalerStatus, obs observation, in rules.Input, d rules.Decision, start time.Time, result ctrl.Result) (ctrl.Result, error) {
+	key := client.ObjectKeyFromObject(ca)
+	r.wakePods.expect(key, obs.selector, in.Now, obs.pods)
+	if err := updateScale(ctx, r.client, ca, obs.scale, d.To); err != nil {
+		r.wakePods.forget(key)
 		return r.scaleFailed(ctx, ca, err)
 	}
 	written := r.now()
@@ -233,6 +244,7 @@ func (r *Reconciler) observe(ctx context.Context, ca *v1alpha1.CustomAutoscaler,
 		r.metrics.failed(ca, errSelector)
 		return obs, true
 	}
+	obs.selector = selector
 	pods := &corev1.PodList{}
 	if err := r.client.List(ctx, pods, client.InNamespace(ca.Namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
 		set(status, gen, CondScalingActive, false, "FailedListPods", err.Error())
@@ -240,6 +252,7 @@ func (r *Reconciler) observe(ctx context.Context, ca *v1alpha1.CustomAutoscaler,
 		r.metrics.failed(ca, errListPods)
 		return obs, true
 	}
+	obs.pods = pods.Items
 	for _, p := range pods.Items {
 		if p.DeletionTimestamp.IsZero() && podReady(&p) {
 			obs.readyPods = append(obs.readyPods, p.Namespace+"/"+p.Name)

@@ -436,6 +436,23 @@ func TestLocalActivationWakesWithoutTheAnnotation(t *testing.T) {
 	if ca := h.get(); ca.Annotations[v1alpha1.AnnotationActivation] != "" {
 		t.Errorf("annotation %q: the local wake needs none", ca.Annotations[v1alpha1.AnnotationActivation])
 	}
+
+	// The pod the wake makes (by hand: no deployment controller here) is
+	// recorded when the watch sees it created, then ready.
+	pod := h.addPod("model-woken", false)
+	h.eventually(10*time.Second, "the pod's creation recorded", func() bool { return len(h.decisions.podStages()) == 1 })
+	h.setReady(pod)
+	h.eventually(10*time.Second, "the pod's readiness recorded", func() bool { return len(h.decisions.podStages()) == 2 })
+	created, ready := h.decisions.podStages()[0], h.decisions.podStages()[1]
+	w := wakes[0].Wake
+	for _, p := range []decisions.PodStages{created, ready} {
+		if p.Namespace != h.ns || p.Name != "model" || p.Pod != "model-woken" || !p.Decided.Equal(wakes[0].Time) {
+			t.Errorf("pod stages %+v name another wake or pod (decided %s)", p, wakes[0].Time)
+		}
+	}
+	if created.Created.Before(w.ScaleWritten) || !created.Ready.IsZero() || !ready.Created.Equal(created.Created) || ready.Ready.Before(ready.Created) {
+		t.Errorf("pod stages out of order: scale written %s, created %+v, ready %+v", w.ScaleWritten, created, ready)
+	}
 }
 
 // scaledSince says whether the status records a scale at or after t: the

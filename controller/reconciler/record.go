@@ -12,10 +12,12 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/rules"
 )
 
-// DecisionRecorder receives the decision record; it must not block
-// (decisions.Writer queues and drops rather than wait).
+// DecisionRecorder receives the decision record and the stages of each
+// wake's pod; it must not block (decisions.Writer queues and drops rather
+// than wait).
 type DecisionRecorder interface {
 	Record(decisions.Record)
+	PodStages(decisions.PodStages)
 }
 
 // recordLog keeps, per autoscaler, the last held-back evaluation recorded,

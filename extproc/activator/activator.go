@@ -92,6 +92,27 @@ func New(ctx context.Context, cfg Config) *Activator {
 // Register adds the ext_proc service to a gRPC server.
 func (a *Activator) Register(s *grpc.Server) { extprocv3.RegisterExternalProcessorServer(s, a) }
 
+// Held is how many requests this activator holds now, per route
+// (namespace/name) over its environments; routes holding none are left out.
+func (a *Activator) Held() map[string]int {
+	a.mu.Lock()
+	routes := make([]*route, 0, len(a.routes))
+	for _, r := range a.routes {
+		routes = append(routes, r)
+	}
+	a.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range routes {
+		r.mu.Lock()
+		n := len(r.queue)
+		r.mu.Unlock()
+		if n > 0 {
+			out[r.key.name] += n
+		}
+	}
+	return out
+}
+
 // call is one request's route and how long it may be held.
 type call struct {
 	key  routeKey

@@ -159,6 +159,9 @@ func TestHeldRequestsContinueOnceReadyAndTheWakerStops(t *testing.T) {
 	}
 	start := time.Now()
 	f.waitHeld(5)
+	if got := f.a.Held(); len(got) != 1 || got["ml/resnet"] != 5 {
+		t.Errorf("held now %v, want ml/resnet: 5", got)
+	}
 	if got := <-f.woken; got != "ml/resnet" {
 		t.Fatalf("woke %q", got)
 	}
@@ -176,6 +179,9 @@ func TestHeldRequestsContinueOnceReadyAndTheWakerStops(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.a.metrics.released.WithLabelValues("production", "ml/resnet")); got != 5 || f.held() != 0 {
 		t.Errorf("released %v, held %d; want 5 and 0", got, f.held())
+	}
+	if got := f.a.Held(); len(got) != 0 {
+		t.Errorf("held now %v after the release, want none", got)
 	}
 	f.noMoreStamps(t, "after the release") // no request is left
 }

@@ -123,15 +123,6 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("creating the console's kubernetes client: %w", err)
 	}
-	ui, err := console.New(console.Config{
-		Kube: kube, Pool: pool, Decisions: record.query, Logs: logs.query, Settings: store,
-		Envoys: cp.Server.Status, SettingsAPI: guarded, Auth: auth, Log: log.With("component", "console"),
-	})
-	if err != nil {
-		return err
-	}
-	ui.Register(mux)
-
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		settingsdb.Watch(ctx, pool, log.With("component", "settings"), func(env string) error {
@@ -145,6 +136,14 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ui, err := console.New(console.Config{
+		Kube: kube, Pool: pool, Decisions: record.query, Logs: logs.query, Settings: store,
+		Envoys: cp.Server.Status, Held: activate, SettingsAPI: guarded, Auth: auth, Log: log.With("component", "console"),
+	})
+	if err != nil {
+		return err
+	}
+	ui.Register(mux)
 	g.Go(func() error {
 		if grpcTLS == nil {
 			return cp.Server.Serve(ctx, xdsListener, activate.Register, logs.service.Register)

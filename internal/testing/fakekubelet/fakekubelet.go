@@ -1,11 +1,11 @@
 // Package fakekubelet plays the one pod of a model for end-to-end tests: it
 // creates a Deployment at zero replicas with its Service and a
 // CustomAutoscaler (testenv.ModelAtZero), and when the replicas go from 0
-// to 1 it waits the model's start-up delay, starts the model's server on a
-// test host of its own, creates the ready Pod and its EndpointSlice, and
-// pushes the pod's samples to POST /metrics as a sidecar would; when they go
-// back to 0 it removes them and stops the server. A model that never becomes
-// ready is woken but gets no slice.
+// to 1 it creates the Pod, waits the model's start-up delay, starts the
+// model's server on a test host of its own, makes the Pod ready, creates
+// its EndpointSlice, and pushes the pod's samples to POST /metrics as a
+// sidecar would; when they go back to 0 it removes them and stops the server. A model that never becomes
+// ready is woken and gets its Pod, never ready, and no slice.
 //
 // It is not the local runtime (internal/dev/localruntime), which runs real
 // commands in network namespaces for `make run`: this one serves a fixed
@@ -133,10 +133,11 @@ func (m *Model) run() {
 			m.mu.Lock()
 			m.wokenAt = append(m.wokenAt, time.Now())
 			m.mu.Unlock()
-			stop = func() {}
+			pod := m.createPod()
+			stop = func() { _ = m.cfg.Kube.Delete(ctx, pod, client.GracePeriodSeconds(0)) }
 			if !m.cfg.NeverReady {
 				time.Sleep(m.cfg.Startup)
-				stop = m.start()
+				stop = m.start(pod)
 			}
 		case !up && stop != nil:
 			stop()
@@ -145,9 +146,22 @@ func (m *Model) run() {
 	}
 }
 
+// createPod creates the model's pod, not ready yet, as a ReplicaSet would
+// on the scale from zero.
+func (m *Model) createPod() *corev1.Pod {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: m.cfg.Name + "-0", Namespace: m.cfg.Namespace, Labels: map[string]string{"app": m.cfg.Name}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
+	}
+	if err := m.cfg.Kube.Create(m.t.Context(), pod); err != nil {
+		m.t.Error(err)
+	}
+	return pod
+}
+
 // start runs the model's server, makes its pod and slice ready and pushes
 // samples; the returned func undoes it all.
-func (m *Model) start() func() {
+func (m *Model) start(pod *corev1.Pod) func() {
 	t, ctx, kube := m.t, m.t.Context(), m.cfg.Kube
 	l := m.host.Listen(t)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -157,10 +171,6 @@ func (m *Model) start() func() {
 	_, portStr, _ := net.SplitHostPort(l.Addr().String())
 	port, _ := strconv.Atoi(portStr)
 
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: m.cfg.Name + "-0", Namespace: m.cfg.Namespace, Labels: map[string]string{"app": m.cfg.Name}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "model", Image: "model:1"}}},
-	}
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: m.cfg.Name + "-0", Namespace: m.cfg.Namespace,
@@ -169,9 +179,6 @@ func (m *Model) start() func() {
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{m.host.Addr}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To(int32(port))}},
-	}
-	if err := kube.Create(ctx, pod); err != nil {
-		t.Error(err)
 	}
 	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 	if err := kube.Status().Update(ctx, pod); err != nil {
