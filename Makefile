@@ -26,7 +26,7 @@ build:
 generate: tools
 	$(CONTROLLER_GEN) object paths=./controller/api/...
 	$(CONTROLLER_GEN) crd:allowDangerousTypes=true,maxDescLen=512 paths=./controller/api/... output:crd:artifacts:config=manifests/crd
-	$(CONTROLLER_GEN) rbac:roleName=nemesis paths=./xds/... paths=./controller/... output:rbac:artifacts:config=manifests/rbac
+	$(CONTROLLER_GEN) rbac:roleName=nemesis paths=./xds/... paths=./controller/... paths=./console/... output:rbac:artifacts:config=manifests/rbac
 	bash hack/envoy-configmap.sh
 	bash hack/monitoring.sh
 

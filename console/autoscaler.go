@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,6 +37,47 @@ type Detail struct {
 	// decisions of the last day saw (the newest 2,000 decisions').
 	Metrics   []MetricSeries     `json:"metric_series"`
 	Decisions []decisions.Record `json:"decisions"`
+	// Events are the Kubernetes events about the autoscaler, newest
+	// first (the API server keeps them an hour by default).
+	Events []Event `json:"events"`
+}
+
+// Event is one Kubernetes event about the autoscaler.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Type   string    `json:"type"`
+	Reason string    `json:"reason"`
+	Note   string    `json:"note"`
+	Count  int32     `json:"count"`
+}
+
+// eventsShown is how many events the page lists.
+const eventsShown = 50
+
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=list
+
+// events lists the events the controller recorded about ca, newest first.
+func (c *Console) events(ctx context.Context, ca *v1alpha1.CustomAutoscaler) ([]Event, error) {
+	var list eventsv1.EventList
+	err := c.cfg.Kube.List(ctx, &list, client.InNamespace(ca.Namespace), client.MatchingFieldsSelector{
+		Selector: fields.SelectorFromSet(fields.Set{"regarding.kind": "CustomAutoscaler", "regarding.name": ca.Name}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing events of %s/%s: %w", ca.Namespace, ca.Name, err)
+	}
+	out := make([]Event, 0, len(list.Items))
+	for _, e := range list.Items {
+		ev := Event{Time: e.EventTime.Time, Type: e.Type, Reason: e.Reason, Note: e.Note, Count: 1}
+		if e.Series != nil {
+			ev.Time, ev.Count = e.Series.LastObservedTime.Time, e.Series.Count
+		}
+		if ev.Time.IsZero() {
+			ev.Time = e.CreationTimestamp.Time
+		}
+		out = append(out, ev)
+	}
+	slices.SortFunc(out, func(a, b Event) int { return b.Time.Compare(a.Time) })
+	return out[:min(len(out), eventsShown)], nil
 }
 
 // MetricSeries is one threshold of one rule against the values seen.
@@ -98,6 +142,9 @@ func (c *Console) detail(ctx context.Context, namespace, name string) (*Detail, 
 		return nil, err
 	}
 	if d.Metrics, err = c.metricSeries(ctx, ca); err != nil {
+		return nil, err
+	}
+	if d.Events, err = c.events(ctx, ca); err != nil {
 		return nil, err
 	}
 	q, _ := decisions.Parse(namespace, name, nil)

@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -358,7 +359,25 @@ func TestConsole(t *testing.T) {
 
 	t.Run("autoscaler", func(t *testing.T) {
 		b.t = t
+		// Two events as the controller records them: one about busy, one
+		// about full, which busy's page must not list.
+		for i, name := range []string{"busy", "full"} {
+			ev := &eventsv1.Event{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.e2e%d", name, i), Namespace: s.namespace},
+				EventTime:  metav1.NewMicroTime(time.Now()), Type: corev1.EventTypeNormal, Reason: "Scaled", Action: "Scale",
+				Note:                fmt.Sprintf("INCREASE_INSTANCES 2 → 4: %s is busy", name),
+				ReportingController: "nemesis-autoscaler", ReportingInstance: "e2e",
+				Regarding: corev1.ObjectReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "CustomAutoscaler", Namespace: s.namespace, Name: name},
+			}
+			if err := s.kube.Create(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
 		b.visit("/ui/autoscalers/"+s.namespace+"/busy", `figure.chart[data-chart="replicas"][data-points]`)
+		events := b.eval(`[...document.querySelectorAll("#events tbody tr")].map(tr => tr.textContent)`)
+		if joined := strings.Join(events, "\n"); !strings.Contains(joined, "busy is busy") || strings.Contains(joined, "full is busy") {
+			t.Errorf("events table %q, want busy's Scaled event and not full's", events)
+		}
 		points := b.eval(`[document.querySelector('figure.chart[data-chart="replicas"]').dataset.points,
 			String(document.querySelectorAll('figure.chart[data-chart="replicas"] canvas').length)]`)
 		if points[0] != strconv.Itoa(len(seeded)) || points[1] != "1" {
