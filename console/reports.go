@@ -179,19 +179,28 @@ func errorRate(requests, errors int64) *float64 {
 }
 
 // reportTraffic sums the rollups of [since, until) by route and by
-// environment in one pass; minutes are whole, so the bounds are taken to
-// the minute. Each latency bucket is summed by its index, not by unnesting
-// the arrays, which made a month's rollups nine times as many rows.
+// environment in one pass: the whole hours from proxy_log_hours, the
+// minutes before the first and after the last from proxy_log_minutes.
+// Minutes are whole, so the bounds are taken to the minute. Each latency
+// bucket is summed by its index rather than by unnesting the arrays.
 func (c *Console) reportTraffic(ctx context.Context, since, until time.Time, f figures) error {
 	since, until = since.Truncate(time.Minute), until.Truncate(time.Minute)
+	hoursFrom, hoursUntil := since.Add(time.Hour-time.Nanosecond).Truncate(time.Hour), until.Truncate(time.Hour)
+	if !hoursFrom.Before(hoursUntil) {
+		// No whole hour: minutes only.
+		hoursFrom, hoursUntil = until, until
+	}
 	sums := make([]string, len(latencyEdges)+1)
 	for i := range sums {
 		sums[i] = fmt.Sprintf("sum(latency_buckets[%d])::bigint", i+1)
 	}
 	rows, err := c.cfg.Pool.Query(ctx, `SELECT environment, route, sum(requests)::bigint, sum(errors)::bigint, ARRAY[`+strings.Join(sums, ", ")+`]
-		FROM proxy_log_minutes WHERE minute >= $1 AND minute < $2 GROUP BY environment, route`, since, until)
+		FROM (SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_hours WHERE hour >= $3 AND hour < $4
+			UNION ALL SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_minutes WHERE minute >= $1 AND minute < $3
+			UNION ALL SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_minutes WHERE minute >= $4 AND minute < $2) AS rollups
+		GROUP BY environment, route`, since, until, hoursFrom, hoursUntil)
 	if err != nil {
-		return fmt.Errorf("summing proxy log minutes: %w", err)
+		return fmt.Errorf("summing proxy log rollups: %w", err)
 	}
 	defer rows.Close()
 	buckets := map[string][]int64{}
@@ -200,7 +209,7 @@ func (c *Console) reportTraffic(ctx context.Context, since, until time.Time, f f
 		var requests, errors int64
 		var b []int64
 		if err := rows.Scan(&env, &route, &requests, &errors, &b); err != nil {
-			return fmt.Errorf("summing proxy log minutes: %w", err)
+			return fmt.Errorf("summing proxy log rollups: %w", err)
 		}
 		// A route name is the same in every environment that serves it.
 		t := f.route(route)
@@ -221,7 +230,7 @@ func (c *Console) reportTraffic(ctx context.Context, since, until time.Time, f f
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("summing proxy log minutes: %w", err)
+		return fmt.Errorf("summing proxy log rollups: %w", err)
 	}
 	for route, b := range buckets {
 		t := f.route(route)

@@ -509,6 +509,22 @@ func TestConsole(t *testing.T) {
 			t.Errorf("report page: %s settings changes %q, want 2 (the two seeded versions)", s.env, got)
 		}
 		s.checkReportFigures(t, now)
+		// The hourly rollups the report reads for whole hours equal the
+		// minutes' sums and proxy_logs itself, after inserts that added to
+		// the same hours.
+		var wrong int
+		testenv.QueryRow(t, s.dbURL, `SELECT count(*) FROM proxy_log_hours h
+			FULL JOIN (SELECT date_trunc('hour', minute) AS hour, environment, route, sum(requests) AS requests, sum(errors) AS errors,
+					ARRAY[sum(latency_buckets[1]), sum(latency_buckets[2]), sum(latency_buckets[3]), sum(latency_buckets[4]), sum(latency_buckets[5]),
+						sum(latency_buckets[6]), sum(latency_buckets[7]), sum(latency_buckets[8]), sum(latency_buckets[9])]::bigint[] AS latency_buckets
+				FROM proxy_log_minutes GROUP BY 1, 2, 3) AS m USING (hour, environment, route)
+			FULL JOIN (SELECT date_trunc('hour', timestamp) AS hour, environment, route, count(*) AS requests FROM proxy_logs GROUP BY 1, 2, 3) AS p
+				USING (hour, environment, route)
+			WHERE h.requests IS DISTINCT FROM m.requests OR h.errors IS DISTINCT FROM m.errors
+				OR h.latency_buckets IS DISTINCT FROM m.latency_buckets OR h.requests IS DISTINCT FROM p.requests`, &wrong)
+		if wrong != 0 {
+			t.Errorf("%d hours of proxy_log_hours differ from their minutes or from proxy_logs", wrong)
+		}
 		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
 			saveScreenshot(t, b, filepath.Join(dir, "console-report.png"))
 		}
