@@ -39,6 +39,13 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.4g", *v)
 	},
+	// seconds shows a duration given in seconds, to the second.
+	"seconds": func(v *float64) string {
+		if v == nil {
+			return "—"
+		}
+		return (time.Duration(*v * float64(time.Second))).Round(time.Second).String()
+	},
 	"optint": func(v *int32) string {
 		if v == nil {
 			return "—"

@@ -4,24 +4,28 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nemesis-ml/nemesis/internal/httpjson"
 	"github.com/nemesis-ml/nemesis/internal/validation"
 )
 
-// Report compares each route's figures over a period with the period
-// before, from the per-minute rollups and the decision record (no scan of
-// proxy_logs).
+// Report compares each route's and each environment's figures over a
+// period with the period before, from the per-minute rollups, the decision
+// record, the settings history and an index of the activator's rejections
+// (no scan of proxy_logs).
 type Report struct {
-	Since         time.Time   `json:"since"`
-	Until         time.Time   `json:"until"`
-	PreviousSince time.Time   `json:"previous_since"`
-	Rows          []ReportRow `json:"rows"`
+	Since         time.Time        `json:"since"`
+	Until         time.Time        `json:"until"`
+	PreviousSince time.Time        `json:"previous_since"`
+	Rows          []ReportRow      `json:"rows"`
+	Environments  []EnvironmentRow `json:"environments"`
 }
 
 // ReportRow is one route (an autoscaler's is namespace/name).
@@ -45,6 +49,30 @@ type Totals struct {
 	ColdStarts int64    `json:"cold_starts"`
 	// LongestHoldSeconds is the longest a wake held its first request.
 	LongestHoldSeconds *float64 `json:"longest_hold_seconds"`
+	// ReplicaHours and TimeAtZeroSeconds integrate an autoscaler's
+	// replicas over the period from its applied decisions; nil for a route
+	// the decision record knows nothing of.
+	ReplicaHours      *float64 `json:"replica_hours"`
+	TimeAtZeroSeconds *float64 `json:"time_at_zero_seconds"`
+	// RejectedHeld counts the requests the activator answered 503 itself.
+	RejectedHeld int64 `json:"rejected_held_requests"`
+}
+
+// EnvironmentRow is one environment's figures.
+type EnvironmentRow struct {
+	Environment string            `json:"environment"`
+	Current     EnvironmentTotals `json:"current"`
+	Previous    EnvironmentTotals `json:"previous"`
+}
+
+// EnvironmentTotals are one environment's figures over one period.
+type EnvironmentTotals struct {
+	Requests     int64    `json:"requests"`
+	Errors       int64    `json:"errors"`
+	ErrorRate    *float64 `json:"error_rate"`
+	RejectedHeld int64    `json:"rejected_held_requests"`
+	// SettingsChanges counts the load-balancer settings versions stored.
+	SettingsChanges int64 `json:"settings_changes"`
 }
 
 // parsePeriod reads period=day|week, or since and until (RFC 3339).
@@ -87,87 +115,162 @@ func parsePeriod(v url.Values, now time.Time) (since, until time.Time, err error
 func (c *Console) report(ctx context.Context, since, until time.Time) (*Report, error) {
 	previous := since.Add(-until.Sub(since))
 	rep := &Report{Since: since, Until: until, PreviousSince: previous}
-	byRoute := map[string]*ReportRow{}
-	rowOf := func(route string) *ReportRow {
-		if r, ok := byRoute[route]; ok {
-			return r
-		}
-		r := &ReportRow{Route: route}
-		byRoute[route] = r
-		return r
-	}
+	routes, envs := map[string]*ReportRow{}, map[string]*EnvironmentRow{}
 	for i, span := range [][2]time.Time{{since, until}, {previous, since}} {
-		pick := func(r *ReportRow) *Totals {
-			if i == 0 {
-				return &r.Current
+		f := figures{
+			route: func(name string) *Totals {
+				r, ok := routes[name]
+				if !ok {
+					r = &ReportRow{Route: name}
+					routes[name] = r
+				}
+				if i == 0 {
+					return &r.Current
+				}
+				return &r.Previous
+			},
+			environment: func(name string) *EnvironmentTotals {
+				e, ok := envs[name]
+				if !ok {
+					e = &EnvironmentRow{Environment: name}
+					envs[name] = e
+				}
+				if i == 0 {
+					return &e.Current
+				}
+				return &e.Previous
+			},
+		}
+		for _, add := range []func(context.Context, time.Time, time.Time, figures) error{
+			c.reportTraffic, c.reportRejected, c.reportDecisions, c.reportReplicas, c.reportSettings,
+		} {
+			if err := add(ctx, span[0], span[1], f); err != nil {
+				return nil, err
 			}
-			return &r.Previous
-		}
-		if err := c.reportTraffic(ctx, span[0], span[1], func(route string) *Totals { return pick(rowOf(route)) }); err != nil {
-			return nil, err
-		}
-		if err := c.reportDecisions(ctx, span[0], span[1], func(route string) *Totals { return pick(rowOf(route)) }); err != nil {
-			return nil, err
 		}
 	}
 	// An empty report has rows [], not null: the document says array.
-	rep.Rows = make([]ReportRow, 0, len(byRoute))
-	for _, r := range byRoute {
+	rep.Rows = make([]ReportRow, 0, len(routes))
+	for _, r := range routes {
 		rep.Rows = append(rep.Rows, *r)
 	}
 	sort.Slice(rep.Rows, func(i, j int) bool { return rep.Rows[i].Route < rep.Rows[j].Route })
+	rep.Environments = make([]EnvironmentRow, 0, len(envs))
+	for _, e := range envs {
+		rep.Environments = append(rep.Environments, *e)
+	}
+	sort.Slice(rep.Environments, func(i, j int) bool { return rep.Environments[i].Environment < rep.Environments[j].Environment })
 	return rep, nil
 }
 
-// reportTraffic sums the rollups of [since, until) by route; minutes are
-// whole, so the bounds are taken to the minute.
-func (c *Console) reportTraffic(ctx context.Context, since, until time.Time, totals func(string) *Totals) error {
+// figures finds (or adds) the totals of one route or one environment in the
+// period being summed.
+type figures struct {
+	route       func(string) *Totals
+	environment func(string) *EnvironmentTotals
+}
+
+func errorRate(requests, errors int64) *float64 {
+	if requests == 0 {
+		return nil
+	}
+	rate := float64(errors) / float64(requests)
+	return &rate
+}
+
+// reportTraffic sums the rollups of [since, until) by route and by
+// environment in one pass: the whole hours from proxy_log_hours, the
+// minutes before the first and after the last from proxy_log_minutes.
+// Minutes are whole, so the bounds are taken to the minute. Each latency
+// bucket is summed by its index rather than by unnesting the arrays.
+func (c *Console) reportTraffic(ctx context.Context, since, until time.Time, f figures) error {
 	since, until = since.Truncate(time.Minute), until.Truncate(time.Minute)
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT route, sum(requests)::bigint, sum(errors)::bigint
-		FROM proxy_log_minutes WHERE minute >= $1 AND minute < $2 GROUP BY route`, since, until)
-	if err != nil {
-		return fmt.Errorf("summing proxy log minutes: %w", err)
+	hoursFrom, hoursUntil := since.Add(time.Hour-time.Nanosecond).Truncate(time.Hour), until.Truncate(time.Hour)
+	if !hoursFrom.Before(hoursUntil) {
+		// No whole hour: minutes only.
+		hoursFrom, hoursUntil = until, until
 	}
+	sums := make([]string, len(latencyEdges)+1)
+	for i := range sums {
+		sums[i] = fmt.Sprintf("sum(latency_buckets[%d])::bigint", i+1)
+	}
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT environment, route, sum(requests)::bigint, sum(errors)::bigint, ARRAY[`+strings.Join(sums, ", ")+`]
+		FROM (SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_hours WHERE hour >= $3 AND hour < $4
+			UNION ALL SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_minutes WHERE minute >= $1 AND minute < $3
+			UNION ALL SELECT environment, route, requests, errors, latency_buckets FROM proxy_log_minutes WHERE minute >= $4 AND minute < $2) AS rollups
+		GROUP BY environment, route`, since, until, hoursFrom, hoursUntil)
+	if err != nil {
+		return fmt.Errorf("summing proxy log rollups: %w", err)
+	}
+	defer rows.Close()
+	buckets := map[string][]int64{}
 	for rows.Next() {
-		var route string
+		var env, route string
 		var requests, errors int64
-		if err := rows.Scan(&route, &requests, &errors); err != nil {
-			rows.Close()
-			return fmt.Errorf("summing proxy log minutes: %w", err)
+		var b []int64
+		if err := rows.Scan(&env, &route, &requests, &errors, &b); err != nil {
+			return fmt.Errorf("summing proxy log rollups: %w", err)
 		}
-		t := totals(route)
-		t.Requests, t.Errors = requests, errors
-		if requests > 0 {
-			rate := float64(errors) / float64(requests)
-			t.ErrorRate = &rate
+		// A route name is the same in every environment that serves it.
+		t := f.route(route)
+		t.Requests += requests
+		t.Errors += errors
+		t.ErrorRate = errorRate(t.Requests, t.Errors)
+		e := f.environment(env)
+		e.Requests += requests
+		e.Errors += errors
+		e.ErrorRate = errorRate(e.Requests, e.Errors)
+		sum := buckets[route]
+		if sum == nil {
+			sum = make([]int64, len(b))
+			buckets[route] = sum
+		}
+		for i, n := range b {
+			sum[i] += n
 		}
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("summing proxy log minutes: %w", err)
+		return fmt.Errorf("summing proxy log rollups: %w", err)
 	}
-	rows, err = c.cfg.Pool.Query(ctx, `SELECT route, array_agg(total ORDER BY i) FROM (
-			SELECT route, i, sum(b)::bigint AS total FROM proxy_log_minutes, unnest(latency_buckets) WITH ORDINALITY AS u(b, i)
-			WHERE minute >= $1 AND minute < $2 GROUP BY route, i) AS per_bucket
-		GROUP BY route`, since, until)
+	for route, b := range buckets {
+		t := f.route(route)
+		t.P50, t.P95, t.P99 = percentileBound(b, 0.50), percentileBound(b, 0.95), percentileBound(b, 0.99)
+	}
+	return nil
+}
+
+// reportRejected counts the held requests the activator let go with a 503
+// (its hold timeout or a full queue). Nothing persistent records them (the
+// activator counts them in nemesis_activator_rejected_total only), so they
+// are the proxy_logs rows of [since, until) with status 503, no upstream
+// and no response flag: the activator's own answer, an ext_proc immediate
+// response, reaches no pod and sets no flag, where Envoy's own 503s carry
+// one (UH, UF, UO...). Envoy's status_on_error 503, when the activator
+// cannot be reached, looks the same and counts too. The partial index
+// idx_proxy_logs_activator_rejects holds exactly these rows, so this reads
+// them alone, never the period's other rows.
+func (c *Console) reportRejected(ctx context.Context, since, until time.Time, f figures) error {
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT environment, route, count(*) FROM proxy_logs
+		WHERE timestamp >= $1 AND timestamp < $2 AND response_status = 503 AND upstream_host = '' AND response_flags = ''
+		GROUP BY environment, route`, since, until)
 	if err != nil {
-		return fmt.Errorf("summing latency buckets: %w", err)
+		return fmt.Errorf("counting rejected held requests: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var route string
-		var b []int64
-		if err := rows.Scan(&route, &b); err != nil {
-			return fmt.Errorf("summing latency buckets: %w", err)
+		var env, route string
+		var n int64
+		if err := rows.Scan(&env, &route, &n); err != nil {
+			return fmt.Errorf("counting rejected held requests: %w", err)
 		}
-		t := totals(route)
-		t.P50, t.P95, t.P99 = percentileBound(b, 0.50), percentileBound(b, 0.95), percentileBound(b, 0.99)
+		f.route(route).RejectedHeld += n
+		f.environment(env).RejectedHeld += n
 	}
 	return rows.Err()
 }
 
 // reportDecisions counts applied scales and wakes of [since, until).
-func (c *Console) reportDecisions(ctx context.Context, since, until time.Time, totals func(string) *Totals) error {
+func (c *Console) reportDecisions(ctx context.Context, since, until time.Time, f figures) error {
 	rows, err := c.cfg.Pool.Query(ctx, `SELECT namespace || '/' || name,
 			count(*) FILTER (WHERE to_replicas > from_replicas AND NOT dry_run),
 			count(*) FILTER (WHERE to_replicas < from_replicas AND NOT dry_run),
@@ -185,8 +288,95 @@ func (c *Console) reportDecisions(ctx context.Context, since, until time.Time, t
 		if err := rows.Scan(&route, &ups, &downs, &wakes, &hold); err != nil {
 			return fmt.Errorf("counting decisions: %w", err)
 		}
-		t := totals(route)
+		t := f.route(route)
 		t.ScaleUps, t.ScaleDowns, t.ColdStarts, t.LongestHoldSeconds = ups, downs, wakes, hold
+	}
+	return rows.Err()
+}
+
+// reportReplicas integrates each autoscaler's replicas over [since,
+// until) from its applied decisions (replicaTime). Every autoscaler the
+// record knows counts, also one that did not change in the period (at zero
+// all along, say): the first query walks the (namespace, name, time) index
+// one autoscaler at a time and takes each one's last applied decision
+// before since; the second reads the period's applied decisions by the
+// time index.
+func (c *Console) reportReplicas(ctx context.Context, since, until time.Time, f figures) error {
+	before := map[string]*int32{}
+	rows, err := c.cfg.Pool.Query(ctx, `WITH RECURSIVE autoscalers AS (
+			(SELECT namespace, name FROM scaling_decisions ORDER BY namespace, name LIMIT 1)
+			UNION ALL
+			SELECT next.namespace, next.name FROM autoscalers a, LATERAL (
+				SELECT namespace, name FROM scaling_decisions s WHERE (s.namespace, s.name) > (a.namespace, a.name)
+				ORDER BY namespace, name LIMIT 1) AS next
+		)
+		SELECT a.namespace || '/' || a.name, last.to_replicas FROM autoscalers a LEFT JOIN LATERAL (
+			SELECT to_replicas FROM scaling_decisions s
+			WHERE s.namespace = a.namespace AND s.name = a.name AND s.time < $1 AND NOT s.dry_run
+			ORDER BY s.time DESC, s.id DESC LIMIT 1) AS last ON true`, since)
+	if err != nil {
+		return fmt.Errorf("reading replicas before the period: %w", err)
+	}
+	for rows.Next() {
+		var route string
+		var to *int32
+		if err := rows.Scan(&route, &to); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading replicas before the period: %w", err)
+		}
+		before[route] = to
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading replicas before the period: %w", err)
+	}
+	changes := map[string][]Change{}
+	rows, err = c.cfg.Pool.Query(ctx, `SELECT namespace || '/' || name, time, from_replicas, to_replicas FROM scaling_decisions
+		WHERE time >= $1 AND time < $2 AND NOT dry_run ORDER BY time, id`, since, until)
+	if err != nil {
+		return fmt.Errorf("reading the period's decisions: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var route string
+		var ch Change
+		if err := rows.Scan(&route, &ch.Time, &ch.From, &ch.To); err != nil {
+			return fmt.Errorf("reading the period's decisions: %w", err)
+		}
+		changes[route] = append(changes[route], ch)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the period's decisions: %w", err)
+	}
+	for route, start := range before {
+		rt, ok := replicaTime(start, changes[route], since, until)
+		if !ok {
+			continue
+		}
+		hours, zero := rt.ReplicaSeconds/3600, rt.ZeroSeconds
+		t := f.route(route)
+		t.ReplicaHours, t.TimeAtZeroSeconds = &hours, &zero
+	}
+	return nil
+}
+
+// reportSettings counts the load-balancer settings versions stored in
+// [since, until) per environment (updated_at is UTC like every timestamp
+// column). The table holds one row per version, few enough to read whole.
+func (c *Console) reportSettings(ctx context.Context, since, until time.Time, f figures) error {
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT environment, count(*) FROM loadbalancer_settings
+		WHERE updated_at >= $1 AND updated_at < $2 GROUP BY environment`, since, until)
+	if err != nil {
+		return fmt.Errorf("counting settings changes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var env string
+		var n int64
+		if err := rows.Scan(&env, &n); err != nil {
+			return fmt.Errorf("counting settings changes: %w", err)
+		}
+		f.environment(env).SettingsChanges = n
 	}
 	return rows.Err()
 }
@@ -238,25 +428,47 @@ func (c *Console) reportsAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="report.csv"`)
+	writeReportCSV(w, rep)
+}
+
+// writeReportCSV writes a route's two periods and then an environment's
+// two periods a line each; a figure a scope lacks is empty.
+func writeReportCSV(w io.Writer, rep *Report) {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"route", "period", "since", "until", "requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms",
-		"scale_ups", "scale_downs", "cold_starts", "longest_hold_s"})
+	_ = cw.Write([]string{"scope", "name", "period", "since", "until", "requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms",
+		"scale_ups", "scale_downs", "cold_starts", "longest_hold_s", "replica_hours", "time_at_zero_s", "rejected_held", "settings_changes"})
 	opt := func(v *float64) string {
 		if v == nil {
 			return ""
 		}
 		return strconv.FormatFloat(*v, 'g', -1, 64)
 	}
+	n := func(v int64) string { return strconv.FormatInt(v, 10) }
+	periods := func(write func(name string, since, until time.Time, current bool)) {
+		write("current", rep.Since, rep.Until, true)
+		write("previous", rep.PreviousSince, rep.Since, false)
+	}
 	for _, row := range rep.Rows {
-		for _, p := range []struct {
-			name         string
-			since, until time.Time
-			t            Totals
-		}{{"current", rep.Since, rep.Until, row.Current}, {"previous", rep.PreviousSince, rep.Since, row.Previous}} {
-			_ = cw.Write([]string{row.Route, p.name, p.since.Format(time.RFC3339), p.until.Format(time.RFC3339),
-				strconv.FormatInt(p.t.Requests, 10), strconv.FormatInt(p.t.Errors, 10), opt(p.t.ErrorRate), opt(p.t.P50), opt(p.t.P95), opt(p.t.P99),
-				strconv.FormatInt(p.t.ScaleUps, 10), strconv.FormatInt(p.t.ScaleDowns, 10), strconv.FormatInt(p.t.ColdStarts, 10), opt(p.t.LongestHoldSeconds)})
-		}
+		periods(func(name string, since, until time.Time, current bool) {
+			t := row.Previous
+			if current {
+				t = row.Current
+			}
+			_ = cw.Write([]string{"route", row.Route, name, since.Format(time.RFC3339), until.Format(time.RFC3339),
+				n(t.Requests), n(t.Errors), opt(t.ErrorRate), opt(t.P50), opt(t.P95), opt(t.P99),
+				n(t.ScaleUps), n(t.ScaleDowns), n(t.ColdStarts), opt(t.LongestHoldSeconds),
+				opt(t.ReplicaHours), opt(t.TimeAtZeroSeconds), n(t.RejectedHeld), ""})
+		})
+	}
+	for _, row := range rep.Environments {
+		periods(func(name string, since, until time.Time, current bool) {
+			t := row.Previous
+			if current {
+				t = row.Current
+			}
+			_ = cw.Write([]string{"environment", row.Environment, name, since.Format(time.RFC3339), until.Format(time.RFC3339),
+				n(t.Requests), n(t.Errors), opt(t.ErrorRate), "", "", "", "", "", "", "", "", "", n(t.RejectedHeld), n(t.SettingsChanges)})
+		})
 	}
 	cw.Flush()
 }

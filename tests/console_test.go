@@ -3,9 +3,11 @@ package tests
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/nemesis-ml/nemesis/console"
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
 	"github.com/nemesis-ml/nemesis/controller/decisions"
 	"github.com/nemesis-ml/nemesis/internal/testing/testenv"
@@ -264,13 +267,26 @@ func TestConsole(t *testing.T) {
 		($1, 'busy', $2, 2, 3, 'INCREASE_INSTANCES', 'cpu-high', 'seeded dry run', 'dry_run', true),
 		($1, 'busy', $3, 1, 2, 'INCREASE_INSTANCES', 'cpu-high', 'seeded, too old', '', false)`,
 		s.namespace, now.Add(-30*time.Minute), now.Add(-25*time.Hour))
-	// 2,500 requests of "busy" in the last minutes: every 10th a POST, every
-	// 7th a 503; and 100 of another route.
+	// "asleep" went to zero 30 hours ago: at zero all of the last day.
+	testenv.Exec(t, s.dbURL, `INSERT INTO scaling_decisions (namespace, name, time, from_replicas, to_replicas, action, rule, reason)
+		VALUES ($1, 'asleep', $2, 1, 0, 'DECREASE_INSTANCES', 'idle', 'seeded scale to zero')`, s.namespace, now.Add(-30*time.Hour))
+	// 2,500 requests of "busy" in the last minutes, answered by its pod:
+	// every 10th a POST, every 7th a 503; and 100 of another route.
 	route := s.namespace + "/busy"
-	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route, request_id)
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route, request_id, upstream_host)
 		SELECT $1::timestamp - (i || ' milliseconds')::interval, '10.0.0.1', 'http://models/busy/predict',
-			CASE WHEN i % 10 = 0 THEN 'POST' ELSE 'GET' END, CASE WHEN i % 7 = 0 THEN 503 ELSE 200 END, i % 100, $2, $3, 'req-' || i
+			CASE WHEN i % 10 = 0 THEN 'POST' ELSE 'GET' END, CASE WHEN i % 7 = 0 THEN 503 ELSE 200 END, i % 100, $2, $3, 'req-' || i, '10.1.0.1:8080'
 		FROM generate_series(1, 2500) AS i`, now, s.env, route)
+	// Requests to "asleep": 30 the activator held and answered 503 three
+	// hours ago (no upstream, no flag), 10 Envoy's own 503s (UH) beside
+	// them, and 5 activator 503s in the period before.
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route, response_flags)
+		SELECT $1::timestamp - (i || ' seconds')::interval, '10.0.0.4', 'http://models/asleep', 'GET', 503, 2000, $2, $3,
+			CASE WHEN i <= 30 OR i > 40 THEN '' ELSE 'UH' END
+		FROM generate_series(1, 40) AS i`, now.Add(-3*time.Hour), s.env, s.namespace+"/asleep")
+	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route)
+		SELECT $1::timestamp - (i || ' seconds')::interval, '10.0.0.4', 'http://models/asleep', 'GET', 503, 2000, $2, $3
+		FROM generate_series(1, 5) AS i`, now.Add(-27*time.Hour), s.env, s.namespace+"/asleep")
 	testenv.Exec(t, s.dbURL, `INSERT INTO proxy_logs (timestamp, client_ip, target_url, http_method, response_status, latency_ms, environment, route)
 		SELECT $1::timestamp - (i || ' milliseconds')::interval, '10.0.0.2', 'http://models/other', 'GET', 200, 5, $2, 'other/route'
 		FROM generate_series(1, 100) AS i`, now, s.env)
@@ -499,6 +515,35 @@ func TestConsole(t *testing.T) {
 		if got := cells(route); got[2] != "5" || got[3] != "0" {
 			t.Errorf("report row of busy %v, want 5 scale-ups and none down", got)
 		}
+		// Replica-hours, time at zero, rejected held requests and settings
+		// changes: the page and the JSON against SQL over the seeded rows
+		// and against the hand-computed values.
+		asleep := s.namespace + "/asleep"
+		if got := b.eval(fmt.Sprintf(`[%q, %q].flatMap(r => ["replica-hours", "at-zero"].map(c => document.querySelector('tr[data-route="' + r + '"] .' + c).dataset.value)
+				.map(v => v === '' ? 'none' : String(Math.round(Number(v) * 1e6) / 1e6))
+			.concat([document.querySelector('tr[data-route="' + r + '"] .rejected').firstChild.textContent.trim()]))`, route, asleep)); fmt.Sprint(got) != "[50 0 0 0 86400 30]" {
+			t.Errorf("report page: busy and asleep replica-hours, seconds at zero, rejected %v, want [50 0 0 0 86400 30]", got)
+		}
+		if got := b.text(fmt.Sprintf(`tr[data-environment=%q] .settings`, s.env)); !strings.HasPrefix(got, "2 ") {
+			t.Errorf("report page: %s settings changes %q, want 2 (the two seeded versions)", s.env, got)
+		}
+		s.checkReportFigures(t, now)
+		// The hourly rollups the report reads for whole hours equal the
+		// minutes' sums and proxy_logs itself, after inserts that added to
+		// the same hours.
+		var wrong int
+		testenv.QueryRow(t, s.dbURL, `SELECT count(*) FROM proxy_log_hours h
+			FULL JOIN (SELECT date_trunc('hour', minute) AS hour, environment, route, sum(requests) AS requests, sum(errors) AS errors,
+					ARRAY[sum(latency_buckets[1]), sum(latency_buckets[2]), sum(latency_buckets[3]), sum(latency_buckets[4]), sum(latency_buckets[5]),
+						sum(latency_buckets[6]), sum(latency_buckets[7]), sum(latency_buckets[8]), sum(latency_buckets[9])]::bigint[] AS latency_buckets
+				FROM proxy_log_minutes GROUP BY 1, 2, 3) AS m USING (hour, environment, route)
+			FULL JOIN (SELECT date_trunc('hour', timestamp) AS hour, environment, route, count(*) AS requests FROM proxy_logs GROUP BY 1, 2, 3) AS p
+				USING (hour, environment, route)
+			WHERE h.requests IS DISTINCT FROM m.requests OR h.errors IS DISTINCT FROM m.errors
+				OR h.latency_buckets IS DISTINCT FROM m.latency_buckets OR h.requests IS DISTINCT FROM p.requests`, &wrong)
+		if wrong != 0 {
+			t.Errorf("%d hours of proxy_log_hours differ from their minutes or from proxy_logs", wrong)
+		}
 		if dir := os.Getenv("NEMESIS_CONSOLE_SCREENSHOTS"); dir != "" {
 			saveScreenshot(t, b, filepath.Join(dir, "console-report.png"))
 		}
@@ -543,6 +588,114 @@ func TestConsole(t *testing.T) {
 			t.Errorf("envoys show ACKed versions %v, want [%d]", acked, version)
 		}
 	})
+}
+
+// checkReportFigures asks GET /reports for the day before now and the day
+// before that and holds its decision-record, activator and settings figures
+// to SQL over the seeded rows and to the values worked out by hand.
+func (s *stack) checkReportFigures(t *testing.T, now time.Time) {
+	since, until := now.Add(-24*time.Hour), now
+	previous := since.Add(-24 * time.Hour)
+	code, body := s.request(http.MethodGet, "/reports?since="+since.Format(time.RFC3339Nano)+"&until="+until.Format(time.RFC3339Nano), "", token)
+	if code != http.StatusOK {
+		t.Fatalf("GET /reports: %d %s", code, body)
+	}
+	var rep console.Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatal(err)
+	}
+	row := func(name string) console.ReportRow {
+		for _, r := range rep.Rows {
+			if r.Route == s.namespace+"/"+name {
+				return r
+			}
+		}
+		t.Fatalf("report has no row of %s: %s", name, body)
+		return console.ReportRow{}
+	}
+	lit := func(at time.Time) string { return "'" + at.Format(time.RFC3339Nano) + "'::timestamptz" }
+	// proxy_logs and loadbalancer_settings hold UTC in timestamp columns.
+	utc := func(at time.Time) string { return "'" + at.UTC().Format("2006-01-02 15:04:05.999999") + "'::timestamp" }
+	// Replicas held between applied decisions, from the last one before
+	// the period (or the first one's from), as window functions.
+	replicaSQL := func(name string, since, until time.Time) (hours, zero float64) {
+		testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`WITH applied AS (
+				SELECT id, time, from_replicas, to_replicas FROM scaling_decisions WHERE namespace = '%s' AND name = '%s' AND NOT dry_run),
+			steps AS (
+				SELECT 0::bigint AS id, %[3]s AS t, coalesce((SELECT to_replicas FROM applied WHERE time < %[3]s ORDER BY time DESC, id DESC LIMIT 1),
+					(SELECT from_replicas FROM applied WHERE time >= %[3]s ORDER BY time, id LIMIT 1)) AS r
+				UNION ALL SELECT id, time, to_replicas FROM applied WHERE time >= %[3]s AND time < %[4]s),
+			spans AS (SELECT r, extract(epoch FROM lead(t, 1, %[4]s) OVER (ORDER BY t, id) - t) AS d FROM steps)
+			SELECT (sum(r * d) / 3600)::float8, (coalesce(sum(d) FILTER (WHERE r = 0), 0))::float8 FROM spans`,
+			s.namespace, name, lit(since), lit(until)), &hours, &zero)
+		return hours, zero
+	}
+	for _, tc := range []struct {
+		name              string
+		t                 console.Totals
+		since, until      time.Time
+		wantHours, wantAt float64
+	}{
+		{"busy", row("busy").Current, since, until, 50, 0},
+		{"asleep", row("asleep").Current, since, until, 0, 86400},
+		// Before its scale to zero, 30 hours ago, "asleep" had the one
+		// replica that decision came from.
+		{"asleep", row("asleep").Previous, previous, since, 18, 6 * 3600},
+	} {
+		hours, zero := replicaSQL(tc.name, tc.since, tc.until)
+		if tc.t.ReplicaHours == nil || tc.t.TimeAtZeroSeconds == nil {
+			t.Errorf("%s from %s: replica-hours %v, time at zero %v, want figures", tc.name, tc.since, tc.t.ReplicaHours, tc.t.TimeAtZeroSeconds)
+			continue
+		}
+		if got, at := *tc.t.ReplicaHours, *tc.t.TimeAtZeroSeconds; math.Abs(got-hours) > 1e-6 || math.Abs(got-tc.wantHours) > 1e-6 ||
+			math.Abs(at-zero) > 1e-3 || math.Abs(at-tc.wantAt) > 1e-3 {
+			t.Errorf("%s from %s: %v replica-hours and %v s at zero; SQL %v and %v, by hand %v and %v", tc.name, tc.since, got, at, hours, zero, tc.wantHours, tc.wantAt)
+		}
+	}
+	var rejected, rejectedBefore int64
+	testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT count(*) FILTER (WHERE timestamp >= %[2]s), count(*) FILTER (WHERE timestamp < %[2]s) FROM proxy_logs
+		WHERE route = '%[1]s/asleep' AND response_status = 503 AND upstream_host = '' AND response_flags = ''
+		AND timestamp >= %[3]s AND timestamp < %[4]s`, s.namespace, utc(since), utc(previous), utc(until)), &rejected, &rejectedBefore)
+	if a := row("asleep"); a.Current.RejectedHeld != rejected || a.Previous.RejectedHeld != rejectedBefore || rejected != 30 || rejectedBefore != 5 {
+		t.Errorf("asleep's rejected held requests %d (before %d); SQL %d (%d), by hand 30 (5)", a.Current.RejectedHeld, a.Previous.RejectedHeld, rejected, rejectedBefore)
+	}
+	if b := row("busy"); b.Current.RejectedHeld != 0 {
+		t.Errorf("busy's pod 503s count as %d rejected held requests", b.Current.RejectedHeld)
+	}
+	var changes int64
+	testenv.QueryRow(t, s.dbURL, fmt.Sprintf(`SELECT count(*) FROM loadbalancer_settings WHERE environment = '%s' AND updated_at >= %s AND updated_at < %s`,
+		s.env, utc(since), utc(until)), &changes)
+	found := false
+	for _, e := range rep.Environments {
+		if e.Environment == s.env {
+			found = true
+			if e.Current.SettingsChanges != changes || changes != 2 || e.Current.RejectedHeld != 30 {
+				t.Errorf("%s: %d settings changes and %d rejected held requests; SQL %d changes, by hand 2 and 30", s.env, e.Current.SettingsChanges, e.Current.RejectedHeld, changes)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("report has no environment %s: %s", s.env, body)
+	}
+	// The CSV carries the same figures: asleep's current line.
+	code, body = s.request(http.MethodGet, "/reports?format=csv&since="+since.Format(time.RFC3339Nano)+"&until="+until.Format(time.RFC3339Nano), "", token)
+	lines, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+	if code != http.StatusOK || err != nil || len(lines) == 0 {
+		t.Fatalf("GET /reports?format=csv: %d %v %s", code, err, body)
+	}
+	col := map[string]int{}
+	for i, h := range lines[0] {
+		col[h] = i
+	}
+	for _, l := range lines[1:] {
+		if l[col["scope"]] == "route" && l[col["name"]] == s.namespace+"/asleep" && l[col["period"]] == "current" {
+			if got := []string{l[col["replica_hours"]], l[col["time_at_zero_s"]], l[col["rejected_held"]]}; fmt.Sprint(got) != "[0 86400 30]" {
+				t.Errorf("csv: asleep's replica-hours, seconds at zero, rejected %v, want [0 86400 30]", got)
+			}
+			return
+		}
+	}
+	t.Errorf("csv has no current line of asleep:\n%s", body)
 }
 
 func ptrValue(v *float64) any {
