@@ -27,21 +27,8 @@ import (
 func TestRequestsThatFailBeforeAPodAreTheRoutes(t *testing.T) {
 	s := newStack(t)
 	envoy := s.startEnvoy()
-	s.publish("ghost", "/models/ghost", nil)
-	// Nothing listens on the host's port 9: connections are refused.
-	host := testenv.NewHost(t)
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta:  metav1.ObjectMeta{Name: "ghost-0", Namespace: s.namespace, Labels: map[string]string{discoveryv1.LabelServiceName: "ghost"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{
-			Addresses: []string{host.Addr}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
-			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: s.namespace, Name: "ghost-0"},
-		}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](9)}},
-	}
-	if err := s.kube.Create(t.Context(), slice); err != nil {
-		t.Fatal(err)
-	}
+	// Nothing listens on the pod's port: connections are refused.
+	s.publishGhost(t)
 	route := s.namespace + "/ghost"
 	s.waitActivatorOnRoute(envoy, route, false)
 
