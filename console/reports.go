@@ -47,7 +47,11 @@ type Totals struct {
 	ScaleUps   int64    `json:"scale_ups"`
 	ScaleDowns int64    `json:"scale_downs"`
 	ColdStarts int64    `json:"cold_starts"`
-	// LongestHoldSeconds is the longest a wake held its first request.
+	// HoldP50Seconds, HoldP95Seconds and LongestHoldSeconds are the
+	// median, 95th percentile and longest time a wake held its first
+	// request, over the period's released wakes.
+	HoldP50Seconds     *float64 `json:"hold_p50_seconds"`
+	HoldP95Seconds     *float64 `json:"hold_p95_seconds"`
 	LongestHoldSeconds *float64 `json:"longest_hold_seconds"`
 	// ReplicaHours and TimeAtZeroSeconds integrate an autoscaler's
 	// replicas over the period from its applied decisions; nil for a route
@@ -271,12 +275,17 @@ func (c *Console) reportRejected(ctx context.Context, since, until time.Time, f 
 
 // reportDecisions counts applied scales and wakes of [since, until).
 func (c *Console) reportDecisions(ctx context.Context, since, until time.Time, f figures) error {
-	rows, err := c.cfg.Pool.Query(ctx, `SELECT namespace || '/' || name,
+	rows, err := c.cfg.Pool.Query(ctx, `SELECT route,
 			count(*) FILTER (WHERE to_replicas > from_replicas AND NOT dry_run),
 			count(*) FILTER (WHERE to_replicas < from_replicas AND NOT dry_run),
 			count(*) FILTER (WHERE wake IS NOT NULL),
-			max(extract(epoch FROM (wake->>'released')::timestamptz - (wake->>'request_held')::timestamptz)) FILTER (WHERE wake ? 'released')
-		FROM scaling_decisions WHERE time >= $1 AND time < $2 GROUP BY 1`, since, until)
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY hold) FILTER (WHERE hold IS NOT NULL),
+			percentile_cont(0.95) WITHIN GROUP (ORDER BY hold) FILTER (WHERE hold IS NOT NULL),
+			max(hold)
+		FROM (SELECT namespace || '/' || name AS route, to_replicas, from_replicas, dry_run, wake,
+				CASE WHEN wake ? 'released' THEN extract(epoch FROM (wake->>'released')::timestamptz - (wake->>'request_held')::timestamptz) END AS hold
+			FROM scaling_decisions WHERE time >= $1 AND time < $2) AS d
+		GROUP BY 1`, since, until)
 	if err != nil {
 		return fmt.Errorf("counting decisions: %w", err)
 	}
@@ -284,12 +293,13 @@ func (c *Console) reportDecisions(ctx context.Context, since, until time.Time, f
 	for rows.Next() {
 		var route string
 		var ups, downs, wakes int64
-		var hold *float64
-		if err := rows.Scan(&route, &ups, &downs, &wakes, &hold); err != nil {
+		var p50, p95, longest *float64
+		if err := rows.Scan(&route, &ups, &downs, &wakes, &p50, &p95, &longest); err != nil {
 			return fmt.Errorf("counting decisions: %w", err)
 		}
 		t := f.route(route)
-		t.ScaleUps, t.ScaleDowns, t.ColdStarts, t.LongestHoldSeconds = ups, downs, wakes, hold
+		t.ScaleUps, t.ScaleDowns, t.ColdStarts = ups, downs, wakes
+		t.HoldP50Seconds, t.HoldP95Seconds, t.LongestHoldSeconds = p50, p95, longest
 	}
 	return rows.Err()
 }
@@ -436,7 +446,7 @@ func (c *Console) reportsAPI(w http.ResponseWriter, r *http.Request) {
 func writeReportCSV(w io.Writer, rep *Report) {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"scope", "name", "period", "since", "until", "requests", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms",
-		"scale_ups", "scale_downs", "cold_starts", "longest_hold_s", "replica_hours", "time_at_zero_s", "rejected_held", "settings_changes"})
+		"scale_ups", "scale_downs", "cold_starts", "hold_p50_s", "hold_p95_s", "longest_hold_s", "replica_hours", "time_at_zero_s", "rejected_held", "settings_changes"})
 	opt := func(v *float64) string {
 		if v == nil {
 			return ""
@@ -456,7 +466,7 @@ func writeReportCSV(w io.Writer, rep *Report) {
 			}
 			_ = cw.Write([]string{"route", row.Route, name, since.Format(time.RFC3339), until.Format(time.RFC3339),
 				n(t.Requests), n(t.Errors), opt(t.ErrorRate), opt(t.P50), opt(t.P95), opt(t.P99),
-				n(t.ScaleUps), n(t.ScaleDowns), n(t.ColdStarts), opt(t.LongestHoldSeconds),
+				n(t.ScaleUps), n(t.ScaleDowns), n(t.ColdStarts), opt(t.HoldP50Seconds), opt(t.HoldP95Seconds), opt(t.LongestHoldSeconds),
 				opt(t.ReplicaHours), opt(t.TimeAtZeroSeconds), n(t.RejectedHeld), ""})
 		})
 	}
@@ -467,7 +477,7 @@ func writeReportCSV(w io.Writer, rep *Report) {
 				t = row.Current
 			}
 			_ = cw.Write([]string{"environment", row.Environment, name, since.Format(time.RFC3339), until.Format(time.RFC3339),
-				n(t.Requests), n(t.Errors), opt(t.ErrorRate), "", "", "", "", "", "", "", "", "", n(t.RejectedHeld), n(t.SettingsChanges)})
+				n(t.Requests), n(t.Errors), opt(t.ErrorRate), "", "", "", "", "", "", "", "", "", "", "", n(t.RejectedHeld), n(t.SettingsChanges)})
 		})
 	}
 	cw.Flush()

@@ -659,6 +659,11 @@ func (s *stack) checkReportFigures(t *testing.T, now time.Time) {
 	if a := row("asleep"); a.Current.RejectedHeld != rejected || a.Previous.RejectedHeld != rejectedBefore || rejected != 30 || rejectedBefore != 5 {
 		t.Errorf("asleep's rejected held requests %d (before %d); SQL %d (%d), by hand 30 (5)", a.Current.RejectedHeld, a.Previous.RejectedHeld, rejected, rejectedBefore)
 	}
+	// busy's one wake held its first request from 10 ms before the
+	// decision to its release 990 ms after: 1 s.
+	if b := row("busy").Current; b.ColdStarts != 1 || fmt.Sprint(ptrValue(b.HoldP50Seconds), ptrValue(b.HoldP95Seconds), ptrValue(b.LongestHoldSeconds)) != "1 1 1" {
+		t.Errorf("busy's cold starts %d, held p50 %v p95 %v max %v s; want 1 wake of 1 s", b.ColdStarts, ptrValue(b.HoldP50Seconds), ptrValue(b.HoldP95Seconds), ptrValue(b.LongestHoldSeconds))
+	}
 	if b := row("busy"); b.Current.RejectedHeld != 0 {
 		t.Errorf("busy's pod 503s count as %d rejected held requests", b.Current.RejectedHeld)
 	}

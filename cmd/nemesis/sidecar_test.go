@@ -52,7 +52,7 @@ func TestSidecarFinishesInFlightRequestsOnSIGTERMAndRefusesNewOnes(t *testing.T)
 
 	pod := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", testenv.Port(t))
-	cmd := exec.Command(bin, "sidecar",
+	cmd := exec.Command(bin, "sidecar", "--mode", "proxy",
 		"--listen", pod, "--admin-listen", admin,
 		"--model-url", "http://"+ml.Addr().String(),
 		"--meter", "processes", "--meter-pid", strconv.Itoa(os.Getpid()),
