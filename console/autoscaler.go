@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	kvalidation "k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
@@ -123,6 +124,11 @@ func (d *Detail) ColdStarts() []decisions.Record {
 var errNotFound = errors.New("no such autoscaler")
 
 func (c *Console) detail(ctx context.Context, namespace, name string) (*Detail, error) {
+	// A name Kubernetes refuses names no autoscaler; the API server would
+	// answer it with an error that is not "not found".
+	if len(kvalidation.IsDNS1123Label(namespace)) > 0 || len(kvalidation.IsDNS1123Subdomain(name)) > 0 {
+		return nil, errNotFound
+	}
 	ca := &v1alpha1.CustomAutoscaler{}
 	if err := c.cfg.Kube.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, ca); err != nil {
 		if apierrors.IsNotFound(err) {

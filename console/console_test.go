@@ -2,6 +2,7 @@ package console
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -186,6 +187,7 @@ func TestExportRefusesNamingTheParameter(t *testing.T) {
 		"format=csv&cursor=abc":      "cursor",
 		"format=ndjson&status=abc":   "status",
 		"format=ndjson&colour=green": "colour",
+		"format=csv&until=":          "until",
 	} {
 		rec := serve(mux, http.MethodGet, "/proxy/logs/export?"+query, nil, &http.Cookie{Name: cookieName, Value: "s3cret"})
 		var body struct{ Field string }
@@ -206,6 +208,11 @@ func TestReportsRefuseNamingTheParameter(t *testing.T) {
 		"since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z": "until",
 		"format=xml":                                            "format",
 		"colour=blue":                                           "colour",
+		// Given empty is refused, not taken as absent.
+		"until=":  "until",
+		"since=":  "since",
+		"period=": "period",
+		"format=": "format",
 	} {
 		rec := serve(mux, http.MethodGet, "/reports?"+query, nil, &http.Cookie{Name: cookieName, Value: "s3cret"})
 		var body struct{ Field string }
@@ -256,5 +263,16 @@ func TestWakeStages(t *testing.T) {
 				t.Errorf("stages %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// A name Kubernetes refuses names no autoscaler: not found, without asking
+// the API server (which answered such names with an error, then a 503).
+func TestAutoscalerWithANameKubernetesRefusesIsNotFound(t *testing.T) {
+	c := &Console{}
+	for _, key := range [][2]string{{"Bad_NS", "digits"}, {"demo", "a/b"}, {"demo", strings.Repeat("x", 254)}, {"", "digits"}} {
+		if _, err := c.detail(t.Context(), key[0], key[1]); !errors.Is(err, errNotFound) {
+			t.Errorf("%q/%q: %v, want not found", key[0], key[1], err)
+		}
 	}
 }

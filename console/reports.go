@@ -89,21 +89,23 @@ func parsePeriod(v url.Values, now time.Time) (since, until time.Time, err error
 			return bad(key, "unknown parameter")
 		}
 	}
+	// A parameter given empty is refused, not taken as absent: the page's
+	// form drops empty fields before it gets here (filters).
 	until = now
-	if s := v.Get("until"); s != "" {
-		if until, err = time.Parse(time.RFC3339, s); err != nil {
+	if v.Has("until") {
+		if until, err = time.Parse(time.RFC3339, v.Get("until")); err != nil {
 			return bad("until", "must be an RFC 3339 time like 2026-01-02T15:04:05Z")
 		}
 	}
 	switch p := v.Get("period"); {
-	case v.Get("since") != "":
-		if p != "" {
+	case v.Has("since"):
+		if v.Has("period") {
 			return bad("period", "give a period or since, not both")
 		}
 		if since, err = time.Parse(time.RFC3339, v.Get("since")); err != nil {
 			return bad("since", "must be an RFC 3339 time like 2026-01-02T15:04:05Z")
 		}
-	case p == "" || p == "day":
+	case !v.Has("period") || p == "day":
 		since = until.Add(-24 * time.Hour)
 	case p == "week":
 		since = until.Add(-7 * 24 * time.Hour)
@@ -418,7 +420,7 @@ func (c *Console) reportsPage(w http.ResponseWriter, r *http.Request) {
 func (c *Console) reportsAPI(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query()
 	format := v.Get("format")
-	if format != "" && format != "json" && format != "csv" {
+	if v.Has("format") && format != "json" && format != "csv" {
 		httpjson.WriteError(w, http.StatusBadRequest, "format", "must be json or csv")
 		return
 	}
