@@ -183,11 +183,16 @@ func (p *localPod) startProcesses(env podEnv, spec runSpec, dir, controllerURL s
 	return model, sidecar, nil
 }
 
+// failureThreshold is how many probes in a row must fail before a ready
+// pod is not ready, as the kubelet's default.
+const failureThreshold = 3
+
 // probe asks the sidecar's /ready, often while the pod is not ready (so a
 // model that wakes from zero is routed to at once), seldom once it is.
 func (p *localPod) probe(ctx context.Context, poke func()) {
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	url := fmt.Sprintf("http://%s/ready", net.JoinHostPort(p.ns.Addr, strconv.Itoa(AdminPort)))
+	failures := 0
 	for {
 		ready := false
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -196,8 +201,20 @@ func (p *localPod) probe(ctx context.Context, poke func()) {
 			_ = resp.Body.Close()
 			ready = resp.StatusCode == http.StatusOK
 		}
+		if ready {
+			failures = 0
+		} else {
+			failures++
+		}
 		p.mu.Lock()
-		changed := p.setReady(ready)
+		// As the kubelet's failureThreshold (3): a ready pod leaves its
+		// endpoints after three failed probes in a row, not after one slow
+		// answer on a busy machine (which failed requests just released to
+		// it). A terminating pod leaves them at once, without the probe.
+		changed := false
+		if ready || failures >= failureThreshold || !p.state.Ready {
+			changed = p.setReady(ready)
+		}
 		p.mu.Unlock()
 		if changed {
 			p.log.Info("pod readiness changed", "ready", ready)
