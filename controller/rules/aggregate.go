@@ -4,6 +4,7 @@
 package rules
 
 import (
+	"slices"
 	"time"
 
 	"github.com/nemesis-ml/nemesis/controller/api/v1alpha1"
@@ -148,6 +149,11 @@ func AggregateSamples(byPod map[string][]podmetric.Sample, start time.Time) Aggr
 // in-flight requests add, the response time is weighed by requests and the
 // p95 is the largest. Other samples are kept as they are, in order.
 func MergeEnvoy(samples []podmetric.Sample) []podmetric.Sample {
+	// Every evaluation aggregates every pod: leave samples without any of
+	// Envoy's (a sidecar in proxy mode, the seed's format) as they are.
+	if !slices.ContainsFunc(samples, func(s podmetric.Sample) bool { return s.Source == podmetric.SourceEnvoy }) {
+		return samples
+	}
 	var out []podmetric.Sample
 	at := map[int64]int{}
 	for _, s := range samples {
