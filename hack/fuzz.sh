@@ -12,6 +12,7 @@ targets=(
   ./extproc/logquery:FuzzParse
   ./internal/keyset:FuzzCursor
   ./extproc/accesslog:FuzzRow
+  ./extproc/accesslog:FuzzDecoder
   ./controller/rules:FuzzAggregateAndEvaluate
 )
 for t in "${targets[@]}"; do

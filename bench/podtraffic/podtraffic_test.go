@@ -1,6 +1,6 @@
 // Package podtraffic_test measures what timing pods from the access logs
-// costs serve: the access-log service's work per entry (decoding into a
-// proxy_logs row) with and without the per-pod side (the pod's request,
+// costs serve: the access-log service's work per entry (decoding Envoy's
+// messages into proxy_logs rows) with and without the per-pod side (the pod's request,
 // its aggregation, a flush a second), in the same run, as a ratio.
 //
 //	make bench   # or: go test -run '^$' -bench . -benchtime 1x ./bench/podtraffic
@@ -14,6 +14,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -53,18 +55,35 @@ func BenchmarkPodTraffic(b *testing.B) {
 			Response: &accesslogdatav3.HTTPResponseProperties{ResponseCode: wrapperspb.UInt32(200)},
 		}
 	}
+	// The messages as Envoy sends them.
+	var msgs [][]byte
+	for i := 0; i < entries; i += batch {
+		raw, err := proto.Marshal(&accesslogv3.StreamAccessLogsMessage{LogEntries: &accesslogv3.StreamAccessLogsMessage_HttpLogs{
+			HttpLogs: &accesslogv3.StreamAccessLogsMessage_HTTPAccessLogEntries{LogEntry: log[i : i+batch]},
+		}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs = append(msgs, raw)
+	}
 	rows := func(traffic *podtraffic.Aggregator) time.Duration {
 		start := time.Now()
+		dec := accesslog.NewDecoder()
 		out := make([]logsink.Row, batch)
 		reqs := make([]podtraffic.Request, batch)
 		flushed := 0
-		for i := 0; i < entries; i += batch {
-			for j, e := range log[i : i+batch] {
-				out[j] = accesslog.Row("prod", e)
+		for n, msg := range msgs {
+			_, es, err := dec.Message(msg)
+			if err != nil || len(es) != batch {
+				b.Fatalf("%d entries: %v", len(es), err)
+			}
+			for j := range es {
+				out[j] = accesslog.Row("prod", &es[j])
 				if traffic != nil {
-					reqs[j] = accesslog.PodRequest(out[j].Route, e)
+					reqs[j] = accesslog.PodRequest(out[j].Route, &es[j])
 				}
 			}
+			i := n * batch
 			if traffic != nil {
 				traffic.Observe("prod", reqs)
 				// A flush a second at 50,000 entries a second.

@@ -5,9 +5,7 @@ package accesslog
 
 import (
 	"cmp"
-	"net"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,38 +22,31 @@ func Environment(node *corev3.Node) string {
 }
 
 // Row turns one entry of an Envoy of environment into a proxy_logs row.
-func Row(environment string, e *accesslogdatav3.HTTPAccessLogEntry) logsink.Row {
-	c, req, resp := e.GetCommonProperties(), e.GetRequest(), e.GetResponse()
-	upstream := socketAddress(c.GetUpstreamRemoteAddress())
-	host := upstream
+func Row(environment string, e *Entry) logsink.Row {
+	host := e.Upstream
 	if host == "" {
 		// Nobody upstream answered (no route, no healthy host): the URL
 		// names what the client asked for instead.
-		host = req.GetAuthority()
+		host = e.Authority
 	}
 	row := logsink.Row{
-		Timestamp:     c.GetStartTime().AsTime().UTC(),
-		ClientIP:      clientIP(c),
-		TargetURL:     cmp.Or(req.GetScheme(), "http") + "://" + host + req.GetPath(),
-		Method:        req.GetRequestMethod().String(),
-		Status:        int32(resp.GetResponseCode().GetValue()),
+		Timestamp:     e.Start,
+		ClientIP:      e.ClientIP,
+		TargetURL:     cmp.Or(e.Scheme, "http") + "://" + host + e.Path,
 		Environment:   environment,
-		Route:         cmp.Or(c.GetRouteName(), c.GetUpstreamCluster()),
-		UpstreamHost:  upstream,
-		ResponseFlags: ResponseFlags(c.GetResponseFlags()),
-		RequestID:     req.GetRequestId(),
-		BytesReceived: int64(req.GetRequestHeadersBytes() + req.GetRequestBodyBytes()),
-		BytesSent:     int64(resp.GetResponseHeadersBytes() + resp.GetResponseBodyBytes()),
+		Route:         cmp.Or(e.RouteName, e.UpstreamCluster),
+		UpstreamHost:  e.Upstream,
+		ResponseFlags: e.ResponseFlags,
+		RequestID:     e.RequestID,
+		Status:        int32(e.Status),
+		BytesReceived: int64(e.BytesReceived),
+		BytesSent:     int64(e.BytesSent),
 	}
-	if req.GetRequestMethod() == corev3.RequestMethod_METHOD_UNSPECIFIED {
-		row.Method = ""
+	if e.Method != corev3.RequestMethod_METHOD_UNSPECIFIED {
+		row.Method = e.Method.String()
 	}
-	duration := c.GetDuration()
-	if duration == nil {
-		duration = c.GetTimeToLastDownstreamTxByte()
-	}
-	if duration != nil {
-		ms := int32(min(duration.AsDuration().Milliseconds(), 1<<31-1))
+	if d, ok := cmp.Or(e.Duration, e.LastDownstreamTx).get(); ok {
+		ms := int32(min(d.Milliseconds(), 1<<31-1))
 		row.LatencyMS = &ms
 	}
 	return row
@@ -64,24 +55,23 @@ func Row(environment string, e *accesslogdatav3.HTTPAccessLogEntry) logsink.Row 
 // PodRequest is what entry e, of route, says of the pod that served it. A
 // request Envoy never sent to a pod (no route, no healthy host, a failed
 // connection) names no upstream: it failed before any pod.
-func PodRequest(route string, e *accesslogdatav3.HTTPAccessLogEntry) podtraffic.Request {
-	c := e.GetCommonProperties()
-	sent := c.GetTimeToFirstUpstreamTxByte()
-	upstream := socketAddress(c.GetUpstreamRemoteAddress())
-	if upstream == "" || sent == nil {
+func PodRequest(route string, e *Entry) podtraffic.Request {
+	sent, ok := e.FirstUpstreamTx.get()
+	if e.Upstream == "" || !ok {
 		return podtraffic.Request{Route: route}
 	}
-	end := c.GetTimeToLastUpstreamRxByte()
-	if end == nil {
+	end, ok := e.LastUpstreamRx.get()
+	if !ok {
 		// Reset by the pod before it answered: timed to the end of the
 		// request, and a failure of the pod.
-		end = cmp.Or(c.GetDuration(), c.GetTimeToLastDownstreamTxByte())
+		end, _ = cmp.Or(e.Duration, e.LastDownstreamTx).get()
 	}
+	_, answered := e.FirstUpstreamRx.get()
 	return podtraffic.Request{
 		Route:    route,
-		Upstream: upstream,
-		Duration: max(end.AsDuration()-sent.AsDuration(), 0),
-		Failed:   c.GetTimeToFirstUpstreamRxByte() == nil || e.GetResponse().GetResponseCode().GetValue() >= 500,
+		Upstream: e.Upstream,
+		Duration: max(end-sent, 0),
+		Failed:   !answered || e.Status >= 500,
 	}
 }
 
@@ -93,22 +83,15 @@ func WithoutQuery(url string) string {
 	return url
 }
 
-func clientIP(c *accesslogdatav3.AccessLogCommon) netip.Addr {
-	for _, a := range []*corev3.Address{c.GetDownstreamRemoteAddress(), c.GetDownstreamDirectRemoteAddress()} {
-		if ip, err := netip.ParseAddr(a.GetSocketAddress().GetAddress()); err == nil {
+// clientIP is the first of the addresses that is an IP.
+func clientIP(addresses ...string) netip.Addr {
+	for _, a := range addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
 			return ip.Unmap()
 		}
 	}
 	// A pipe or internal listener: no address, and the column needs one.
 	return netip.IPv4Unspecified()
-}
-
-func socketAddress(a *corev3.Address) string {
-	sa := a.GetSocketAddress()
-	if sa == nil || sa.GetAddress() == "" {
-		return ""
-	}
-	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
 }
 
 // ResponseFlags writes the set flags as Envoy's %RESPONSE_FLAGS% short

@@ -82,7 +82,7 @@ func TestRow(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			got := Row("production", tc.entry)
+			got := Row("production", decode(t, tc.entry))
 			if (got.LatencyMS == nil) != (tc.want.LatencyMS == nil) || (got.LatencyMS != nil && *got.LatencyMS != *tc.want.LatencyMS) {
 				t.Fatalf("latency %v, want %v", got.LatencyMS, tc.want.LatencyMS)
 			}
@@ -153,7 +153,7 @@ func TestPodRequest(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got := PodRequest("ml/r", tc.entry); got != tc.want {
+			if got := PodRequest("ml/r", decode(t, tc.entry)); got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})

@@ -15,8 +15,9 @@ import (
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 )
 
-// FuzzRow: any entry Envoy could send, under any environment, becomes a row
-// that the sink either stores within every bound or rejects with a reason.
+// FuzzRow: any message an Envoy could send (valid protobuf or not), under
+// any environment, is refused or becomes rows that the sink either stores
+// within every bound or rejects with a reason.
 func FuzzRow(f *testing.F) {
 	for _, e := range []*accesslogdatav3.HTTPAccessLogEntry{
 		{},
@@ -38,36 +39,44 @@ func FuzzRow(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(raw, "production")
+		f.Add(wrap(raw), "production")
 	}
-	f.Add([]byte{}, strings.Repeat("e", 51))
+	f.Add(wrap([]byte{0x0a, 0x02, 0x9a, 0x01}), strings.Repeat("e", 51))
+	f.Add(wrap([]byte{0x1a, 0x03, 0x2a, 0x01, 0xff}), "invalid UTF-8 path")
 	f.Fuzz(func(t *testing.T, raw []byte, environment string) {
-		var e accesslogdatav3.HTTPAccessLogEntry
-		if proto.Unmarshal(raw, &e) != nil {
+		_, entries, err := NewDecoder().Message(raw)
+		if err != nil {
 			return
 		}
-		r := Row(environment, &e)
-		_, rejected := r.Check()
-		if rejected != nil {
-			if rejected.Reason == "" || rejected.Error == "" {
-				t.Fatalf("rejected without a reason: %+v", rejected)
-			}
-			return
-		}
-		for _, s := range []string{r.TargetURL, r.Method, r.Environment, r.Route, r.UpstreamHost, r.ResponseFlags, r.RequestID} {
-			if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
-				t.Fatalf("accepted text PostgreSQL refuses: %q", s)
-			}
-		}
-		switch {
-		case len(r.TargetURL) > logsink.MaxURLBytes:
-			t.Fatalf("accepted a %d-byte URL", len(r.TargetURL))
-		case utf8.RuneCountInString(r.Environment) > logsink.MaxEnvironmentChars || len(r.Method) > logsink.MaxMethodChars:
-			t.Fatalf("accepted environment %q, method %q past their columns", r.Environment, r.Method)
-		case r.Status < 0 || r.Status > 999 || (r.LatencyMS != nil && *r.LatencyMS < 0) || r.BytesReceived < 0 || r.BytesSent < 0:
-			t.Fatalf("accepted numbers out of range: %+v", r)
-		case !r.ClientIP.IsValid():
-			t.Fatalf("accepted a row without a client address")
+		for i := range entries {
+			checkRow(t, Row(environment, &entries[i]))
 		}
 	})
+}
+
+// checkRow: r is rejected with a reason or fits every column.
+func checkRow(t *testing.T, r logsink.Row) {
+	t.Helper()
+	_, rejected := r.Check()
+	if rejected != nil {
+		if rejected.Reason == "" || rejected.Error == "" {
+			t.Fatalf("rejected without a reason: %+v", rejected)
+		}
+		return
+	}
+	for _, s := range []string{r.TargetURL, r.Method, r.Environment, r.Route, r.UpstreamHost, r.ResponseFlags, r.RequestID} {
+		if strings.ContainsRune(s, 0) || !utf8.ValidString(s) {
+			t.Fatalf("accepted text PostgreSQL refuses: %q", s)
+		}
+	}
+	switch {
+	case len(r.TargetURL) > logsink.MaxURLBytes:
+		t.Fatalf("accepted a %d-byte URL", len(r.TargetURL))
+	case utf8.RuneCountInString(r.Environment) > logsink.MaxEnvironmentChars || len(r.Method) > logsink.MaxMethodChars:
+		t.Fatalf("accepted environment %q, method %q past their columns", r.Environment, r.Method)
+	case r.Status < 0 || r.Status > 999 || (r.LatencyMS != nil && *r.LatencyMS < 0) || r.BytesReceived < 0 || r.BytesSent < 0:
+		t.Fatalf("accepted numbers out of range: %+v", r)
+	case !r.ClientIP.IsValid():
+		t.Fatalf("accepted a row without a client address")
+	}
 }

@@ -9,6 +9,9 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
@@ -47,7 +50,6 @@ type Traffic interface {
 
 // Server is the access-log service Envoy streams entries to.
 type Server struct {
-	accesslogv3.UnimplementedAccessLogServiceServer
 	sink    Sink
 	log     *slog.Logger
 	opts    Options
@@ -71,14 +73,33 @@ func New(sink Sink, log *slog.Logger, opts Options) *Server {
 
 // Register adds the service to a gRPC server.
 func (s *Server) Register(g *grpc.Server) {
-	accesslogv3.RegisterAccessLogServiceServer(g, s)
+	g.RegisterService(&serviceDesc, s)
 }
 
-// StreamAccessLogs reads one Envoy's stream. Envoy names itself in the
+// serviceDesc is envoy.service.accesslog.v3.AccessLogService with its
+// messages left undecoded: the stream receives each as an empty message,
+// for which protobuf keeps every field as raw bytes, and a Decoder reads
+// the few fields rows use from those.
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: accesslogv3.AccessLogService_ServiceDesc.ServiceName,
+	HandlerType: (*rawStreamer)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "StreamAccessLogs",
+		Handler:       func(srv any, stream grpc.ServerStream) error { return srv.(rawStreamer).streamAccessLogs(stream) },
+		ClientStreams: true,
+	}},
+	Metadata: accesslogv3.AccessLogService_ServiceDesc.Metadata,
+}
+
+type rawStreamer interface {
+	streamAccessLogs(grpc.ServerStream) error
+}
+
+// streamAccessLogs reads one Envoy's stream. Envoy names itself in the
 // first message only; the rows' environment is the one of its client
 // certificate, and a stream naming another is refused before anything it
 // sent is stored. TCP entries are ignored (Nemesis proxies HTTP).
-func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAccessLogsServer) error {
+func (s *Server) streamAccessLogs(stream grpc.ServerStream) error {
 	ctx := stream.Context()
 	environment, err := identity.Authorize(ctx, "access logs", "")
 	if err != nil {
@@ -87,15 +108,27 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 	}
 	closeTraffic := func() {}
 	defer func() { closeTraffic() }()
+	dec := NewDecoder()
+	var (
+		raw     emptypb.Empty
+		rows    []logsink.Row
+		traffic []podtraffic.Request
+	)
 	for {
-		msg, err := stream.Recv()
+		raw.Reset()
+		err := stream.RecvMsg(&raw)
 		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&accesslogv3.StreamAccessLogsResponse{})
+			return stream.SendMsg(&accesslogv3.StreamAccessLogsResponse{})
 		}
 		if err != nil {
 			return err
 		}
-		if id := msg.GetIdentifier(); id != nil {
+		id, entries, err := dec.Message(raw.ProtoReflect().GetUnknown())
+		if err != nil {
+			s.log.Warn("access logs refused", "peer", identity.Describe(ctx), "err", err)
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		if id != nil {
 			env, err := identity.Authorize(ctx, "access logs", Environment(id.GetNode()))
 			if err != nil {
 				s.log.Warn("access logs refused", "node", id.GetNode().GetId(), "peer", identity.Describe(ctx), "err", err)
@@ -108,20 +141,17 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 				closeTraffic = s.opts.Traffic.Open(environment)
 			}
 		}
-		entries := msg.GetHttpLogs().GetLogEntry()
 		if len(entries) == 0 {
 			continue
 		}
-		rows := make([]logsink.Row, len(entries))
-		var traffic []podtraffic.Request
-		if s.opts.Traffic != nil {
-			traffic = make([]podtraffic.Request, len(entries))
-		}
+		// A sink may keep the slice it is given: a new one each message.
+		rows = make([]logsink.Row, len(entries))
+		traffic = traffic[:0]
 		now := s.now().UTC()
-		for i, e := range entries {
-			rows[i] = Row(environment, e)
-			if traffic != nil {
-				traffic[i] = PodRequest(rows[i].Route, e)
+		for i := range entries {
+			rows[i] = Row(environment, &entries[i])
+			if s.opts.Traffic != nil {
+				traffic = append(traffic, PodRequest(rows[i].Route, &entries[i]))
 			}
 			if rows[i].Timestamp.After(now.Add(MaxAhead)) {
 				rows[i].Timestamp = now
@@ -132,7 +162,7 @@ func (s *Server) StreamAccessLogs(stream accesslogv3.AccessLogService_StreamAcce
 			}
 		}
 		s.sink.Add(rows...)
-		if traffic != nil {
+		if s.opts.Traffic != nil {
 			s.opts.Traffic.Observe(environment, traffic)
 		}
 	}
