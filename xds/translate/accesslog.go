@@ -18,6 +18,9 @@ const AccessLogName = "nemesis"
 // before sending it.
 const AccessLogFlushInterval = 250 * time.Millisecond
 
+// AccessLogBufferBytes is how much Envoy buffers before sending.
+const AccessLogBufferBytes = 256 << 10
+
 // buildAccessLog streams every request of the listener to the access-log
 // service behind cluster. Envoy buffers entries and sends them when 256 KiB
 // are buffered (at high rates, every few milliseconds) or every 250 ms, off
@@ -32,7 +35,7 @@ func buildAccessLog(cluster string) (*accesslogv3.AccessLog, error) {
 				EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: cluster},
 			}},
 			TransportApiVersion: corev3.ApiVersion_V3,
-			BufferSizeBytes:     wrapperspb.UInt32(256 << 10),
+			BufferSizeBytes:     wrapperspb.UInt32(AccessLogBufferBytes),
 			BufferFlushInterval: durationpb.New(AccessLogFlushInterval),
 		},
 	})

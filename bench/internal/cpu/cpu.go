@@ -1,15 +1,20 @@
 // Package cpu reads the CPU time processes have used, from /proc, so that
 // benchmarks can say where the time of a run went (per process, per
-// request) and not only how fast it was.
+// request) and not only how fast it was, and pins processes to CPUs.
 package cpu
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ticks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on Linux.
@@ -58,4 +63,39 @@ func Self() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// Pin keeps every thread of process pid on the given CPUs (threads it
+// starts later inherit it) and returns what undoes it: benchmarks give a
+// process a core of its own the way a node would.
+func Pin(pid int, cpus ...int) (restore func(), err error) {
+	var set, all unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	for c := range runtime.NumCPU() {
+		all.Set(c)
+	}
+	if err := affinity(pid, &set); err != nil {
+		return nil, err
+	}
+	return func() { _ = affinity(pid, &all) }, nil
+}
+
+func affinity(pid int, set *unix.CPUSet) error {
+	tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "task"))
+	if err != nil {
+		return fmt.Errorf("listing the threads of %d: %w", pid, err)
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		// A thread may have ended since the listing.
+		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pinning thread %d of %d: %w", tid, pid, err)
+		}
+	}
+	return nil
 }

@@ -28,7 +28,18 @@ var (
 // or socket error fails b: a ratio of failing runs means nothing.
 func Run(b testing.TB, bin, target string, connections int, duration string) Result {
 	b.Helper()
-	out, err := exec.Command(bin, "-t2", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target).CombinedOutput()
+	return run(b, exec.Command(bin, "-t2", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target), target)
+}
+
+// RunOn is Run with one thread, kept on CPU cpu (by util-linux's taskset).
+func RunOn(b testing.TB, bin string, cpu int, target string, connections int, duration string) Result {
+	b.Helper()
+	return run(b, exec.Command("taskset", "-c", strconv.Itoa(cpu), bin, "-t1", "-c"+strconv.Itoa(connections), "-d"+duration, "--latency", target), target)
+}
+
+func run(b testing.TB, cmd *exec.Cmd, target string) Result {
+	b.Helper()
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		b.Fatalf("wrk %s: %v\n%s", target, err, out)
 	}
