@@ -3,7 +3,6 @@ package reconciler
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -14,7 +13,6 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -115,7 +113,7 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 	}
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.CustomAutoscaler{}).
-		WatchesRawSource(source.Channel(samples, &handler.EnqueueRequestForObject{}))
+		WatchesRawSource(source.Channel(samples, handler.Funcs{GenericFunc: newCoalescing(sampleEvaluationInterval, time.Now).generic}))
 	if opts.Activations != nil {
 		b = b.WatchesRawSource(source.Channel(opts.Activations.Events(), &handler.EnqueueRequestForObject{}))
 	}
@@ -129,42 +127,4 @@ func NewManager(cfg *rest.Config, opts Options) (manager.Manager, error) {
 		return nil, fmt.Errorf("creating customautoscaler controller: %w", err)
 	}
 	return mgr, nil
-}
-
-// notifier turns the sample notices published by ingest, on any replica,
-// into reconciles of the autoscalers in the pods' namespaces. It runs on the
-// leader only, like the controller.
-type notifier struct {
-	store  *store.Store
-	client client.Reader
-	out    chan<- event.GenericEvent
-	log    logr.Logger
-}
-
-func (n *notifier) NeedLeaderElection() bool { return true }
-
-func (n *notifier) Start(ctx context.Context) error {
-	for ids := range n.store.Updates(ctx) {
-		namespaces := map[string]bool{}
-		for _, id := range ids {
-			if ns, _, ok := strings.Cut(id, "/"); ok {
-				namespaces[ns] = true
-			}
-		}
-		for ns := range namespaces {
-			list := &v1alpha1.CustomAutoscalerList{}
-			if err := n.client.List(ctx, list, client.InNamespace(ns)); err != nil {
-				n.log.Error(err, "listing autoscalers for new samples", "namespace", ns)
-				continue
-			}
-			for i := range list.Items {
-				select {
-				case n.out <- event.GenericEvent{Object: &list.Items[i]}:
-				case <-ctx.Done():
-					return nil
-				}
-			}
-		}
-	}
-	return nil
 }

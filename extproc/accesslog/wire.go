@@ -258,9 +258,7 @@ func (d *Decoder) entry(e *Entry, b []byte) error {
 		}
 	}
 	e.ClientIP = clientIP(d.intern(remote.host), d.intern(direct.host))
-	if upstream.host != nil {
-		e.Upstream = d.hostPort(upstream)
-	}
+	e.Upstream = d.hostPort(upstream)
 	e.BytesReceived, e.BytesSent = reqHeaders+reqBody, respHeaders+respBody
 	if len(flags) > 0 {
 		var f accesslogdatav3.ResponseFlags
@@ -272,8 +270,8 @@ func (d *Decoder) entry(e *Entry, b []byte) error {
 	return nil
 }
 
-// address is the socket address of a core.v3.Address; host is nil when it
-// has none (a pipe, an internal address, or no address at all).
+// address is the socket address of a core.v3.Address; host is empty when
+// it has none (a pipe, an internal address, or no address at all).
 type address struct {
 	host []byte
 	port uint32
@@ -286,9 +284,6 @@ func (a *address) read(b []byte) error {
 		}
 		switch num {
 		case addressSocket:
-			if a.host == nil {
-				a.host = []byte{}
-			}
 			return fields(v, func(num protowire.Number, typ protowire.Type, v []byte, n uint64) error {
 				switch {
 				case num == socketAddress && typ == protowire.BytesType:
