@@ -157,21 +157,10 @@ type Server struct {
 
 // New returns a server; newEnvironment is called (without locks held) for
 // each environment that an Envoy asks for before it has a snapshot.
-//
-// The cache answers every request with the resources it names, not in
-// go-control-plane's ADS mode, which answers endpoint requests only when
-// they name every cluster of the snapshot: Envoy holds back its cluster
-// requests while a cluster warms, and a cluster that changed right after
-// it got its endpoints warms until new endpoints come, so a model added
-// meanwhile never reached Envoy (its route pointed at an unknown cluster
-// for Envoy's 15 s initial fetch timeout: tests/warming_test.go). The price
-// is the ADS mode's ordering: a new route may reach Envoy a moment before
-// its cluster, which matters only to a model's very first requests, and
-// those of a model at zero wait in the activator.
 func New(log *slog.Logger, newEnvironment func(environment string)) *Server {
 	return &Server{
 		log:            log,
-		cache:          cachev3.NewSnapshotCache(false, environmentHash{}, nil),
+		cache:          cachev3.NewSnapshotCache(true, environmentHash{}, nil),
 		newEnvironment: newEnvironment,
 		metrics:        newMetrics(),
 		streams:        map[int64]*stream{},
