@@ -24,9 +24,24 @@ var lbPolicies = map[settings.Policy]clusterv3.Cluster_LbPolicy{
 // httpProtocolOptions is the key of a cluster's upstream HTTP options.
 const httpProtocolOptions = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
+// edsFetchTimeout bounds how long a cluster warms waiting for its
+// endpoints. Envoy holds back cluster requests while a cluster warms, and
+// go-control-plane's ADS mode withholds endpoints from a request that does
+// not name every cluster: a cluster changed twice within milliseconds warms
+// until new endpoints come, and a cluster added meanwhile cannot reach
+// Envoy (tests/warming_test.go). Envoy's default is 15 s. Once it passes,
+// Envoy asks for clusters again, and then for every cluster's endpoints.
+const edsFetchTimeout = 2 * time.Second
+
 // minRetryConcurrency lets a model with few requests in flight still have
 // a few retries when the budget's share of them rounds to nothing.
 const minRetryConcurrency = 3
+
+func edsConfigSource() *corev3.ConfigSource {
+	c := adsConfigSource()
+	c.InitialFetchTimeout = durationpb.New(edsFetchTimeout)
+	return c
+}
 
 func buildCluster(r ir.Route, s settings.Settings) (*clusterv3.Cluster, error) {
 	// One limit for connections, pending and active requests: with HTTP/1.1
@@ -38,7 +53,7 @@ func buildCluster(r ir.Route, s settings.Settings) (*clusterv3.Cluster, error) {
 	c := &clusterv3.Cluster{
 		Name:                 r.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
-		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsConfigSource()},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: edsConfigSource()},
 		ConnectTimeout:       durationpb.New(5 * time.Second),
 		LbPolicy:             lbPolicies[s.Policy],
 		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
