@@ -6,6 +6,7 @@ package servers
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -107,14 +108,24 @@ func (p *Process) exitedError() error {
 	return fmt.Errorf("%s exited early (%v); log:\n%s", p.Name, p.err, p.Log(4096))
 }
 
-// FreePort asks the kernel for a free TCP port on 127.0.0.1.
+// FreePort returns a port on 127.0.0.1 that nothing listens on, picked at
+// random in 20000-29999: below the kernel's ephemeral range (32768 and up
+// here), from which listeners on port 0 and every outgoing connection take
+// their ports, so that a port handed out and closed is not taken again by
+// the many connections and servers of tests running at once before its
+// user binds it (a sidecar test once found another server on its admin
+// port); and below Kubernetes' NodePorts (30000-32767).
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+	for range 100 {
+		port := 20000 + rand.IntN(10000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return port, nil
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("finding a free port: 100 tries in 20000-29999 were taken")
 }
 
 // waitFor polls ready until it succeeds, the process exits, or timeout passes.
