@@ -115,7 +115,6 @@ func (s *Server) streamAccessLogs(stream grpc.ServerStream) error {
 		traffic []podtraffic.Request
 	)
 	for {
-		raw.Reset()
 		err := stream.RecvMsg(&raw)
 		if errors.Is(err, io.EOF) {
 			return stream.SendMsg(&accesslogv3.StreamAccessLogsResponse{})

@@ -92,13 +92,23 @@ type Entry struct {
 	FirstUpstreamRx, LastUpstreamRx span
 }
 
-// span is a Duration field of the entry, which may be absent.
+// span is a Duration field of the entry, which may be absent: its seconds
+// and nanos as read (a field given twice merges them).
 type span struct {
-	d   time.Duration
-	set bool
+	seconds int64
+	nanos   int32
+	set     bool
 }
 
-func (s span) get() (time.Duration, bool) { return s.d, s.set }
+func (s span) get() (time.Duration, bool) {
+	return (&durationpb.Duration{Seconds: s.seconds, Nanos: s.nanos}).AsDuration(), s.set
+}
+
+// read reads one occurrence of the field.
+func (s *span) read(b []byte) error {
+	s.set = true
+	return readTime(b, &s.seconds, &s.nanos)
+}
 
 // A Decoder reads StreamAccessLogsMessages from their wire form into
 // Entries, reading only the fields rows and pod traffic use: decoding the
@@ -168,8 +178,6 @@ func (d *Decoder) entry(e *Entry, b []byte) error {
 	var remote, direct, upstream address
 	var start timestamppb.Timestamp
 	var flags []byte
-	var durations [5]durationpb.Duration
-	spans := [5]*span{&e.Duration, &e.LastDownstreamTx, &e.FirstUpstreamTx, &e.FirstUpstreamRx, &e.LastUpstreamRx}
 	var reqHeaders, reqBody, respHeaders, respBody uint64
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if typ != protowire.BytesType {
@@ -198,13 +206,16 @@ func (d *Decoder) entry(e *Entry, b []byte) error {
 					// Rarely set: decoded whole below. Occurrences
 					// concatenated merge as protobuf merges them.
 					flags = append(flags, v...)
-				default:
-					for i, n := range [5]protowire.Number{commonDuration, commonLastDownstreamTx, commonFirstUpstreamTx, commonFirstUpstreamRx, commonLastUpstreamRx} {
-						if num == n {
-							spans[i].set = true
-							return readTime(v, &durations[i].Seconds, &durations[i].Nanos)
-						}
-					}
+				case commonDuration:
+					return e.Duration.read(v)
+				case commonLastDownstreamTx:
+					return e.LastDownstreamTx.read(v)
+				case commonFirstUpstreamTx:
+					return e.FirstUpstreamTx.read(v)
+				case commonFirstUpstreamRx:
+					return e.FirstUpstreamRx.read(v)
+				case commonLastUpstreamRx:
+					return e.LastUpstreamRx.read(v)
 				}
 				return nil
 			})
@@ -252,11 +263,6 @@ func (d *Decoder) entry(e *Entry, b []byte) error {
 		return err
 	}
 	e.Start = start.AsTime().UTC()
-	for i, s := range spans {
-		if s.set {
-			s.d = durations[i].AsDuration()
-		}
-	}
 	e.ClientIP = clientIP(d.intern(remote.host), d.intern(direct.host))
 	e.Upstream = d.hostPort(upstream)
 	e.BytesReceived, e.BytesSent = reqHeaders+reqBody, respHeaders+respBody
