@@ -15,6 +15,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -261,33 +265,55 @@ func (h *harness) get() *v1alpha1.CustomAutoscaler {
 	return ca
 }
 
-// track records every replica count the Deployment goes through, with its
-// time, until the test ends; history returns them.
+// track records every replica count the Deployment goes through, with the
+// time it was seen, until the test ends; history returns them. It watches
+// from the listed resourceVersion, so no change is missed however quickly
+// the next one follows (a poll saw 1 2 4 once when 2→3→4 came within its
+// interval).
 type change struct {
 	replicas int32
 	at       time.Time
 }
 
 func (h *harness) track() (history func() []change) {
+	h.t.Helper()
 	var mu sync.Mutex
 	var seen []change
+	record := func(d *appsv1.Deployment) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) == 0 || seen[len(seen)-1].replicas != *d.Spec.Replicas {
+			seen = append(seen, change{*d.Spec.Replicas, time.Now()})
+		}
+	}
+	deployments := kubernetes.NewForConfigOrDie(testenv.Kube(h.t)).AppsV1().Deployments(h.ns)
+	byName := "metadata.name=model"
+	list, err := deployments.List(h.t.Context(), metav1.ListOptions{FieldSelector: byName})
+	if err != nil || len(list.Items) != 1 {
+		h.t.Fatalf("list the Deployment to track: %v (%d found)", err, len(list.Items))
+	}
+	record(&list.Items[0])
 	ctx, cancel := context.WithCancel(context.Background())
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return deployments.Watch(ctx, o)
+		},
+	})
+	if err != nil {
+		cancel()
+		h.t.Fatal(err)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for ctx.Err() == nil {
-			d := &appsv1.Deployment{}
-			if err := h.c.Get(ctx, client.ObjectKey{Namespace: h.ns, Name: "model"}, d); err == nil {
-				mu.Lock()
-				if len(seen) == 0 || seen[len(seen)-1].replicas != *d.Spec.Replicas {
-					seen = append(seen, change{*d.Spec.Replicas, time.Now()})
-				}
-				mu.Unlock()
+		for ev := range w.ResultChan() {
+			if d, ok := ev.Object.(*appsv1.Deployment); ok {
+				record(d)
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	h.t.Cleanup(func() { cancel(); <-done })
+	h.t.Cleanup(func() { cancel(); w.Stop(); <-done })
 	return func() []change {
 		mu.Lock()
 		defer mu.Unlock()
