@@ -13,6 +13,7 @@ targets=(
   ./internal/keyset:FuzzCursor
   ./extproc/accesslog:FuzzRow
   ./extproc/accesslog:FuzzDecoder
+  ./internal/accesslogfile:FuzzParse
   ./controller/rules:FuzzAggregateAndEvaluate
 )
 for t in "${targets[@]}"; do

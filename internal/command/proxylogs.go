@@ -24,6 +24,7 @@ import (
 
 type proxyLogFlags struct {
 	AccessLogCluster       string        `help:"Cluster of Envoy's bootstrap that reaches this server's gRPC (xDS) port; Envoy streams every request's access log there. Empty turns proxy logging off." default:"nemesis-xds" env:"NEMESIS_ACCESS_LOG_CLUSTER"`
+	AccessLogFile          string        `help:"Have Envoy write every request's access log to this file in its pod, as text records, for nemesis logship beside it to ship to this server: it costs Envoy less than streaming (docs/proxy-logs.md). Empty: Envoy streams to --access-log-cluster." env:"NEMESIS_ACCESS_LOG_FILE"`
 	ProxyLogBatchSize      int           `help:"Most proxy log rows written by one COPY." default:"5000" env:"NEMESIS_PROXY_LOG_BATCH_SIZE"`
 	ProxyLogFlushInterval  time.Duration `help:"Longest a proxy log row waits for its batch to fill." default:"1s" env:"NEMESIS_PROXY_LOG_FLUSH_INTERVAL"`
 	ProxyLogMemoryRows     int           `help:"Proxy log rows kept in memory while PostgreSQL is unreachable; more wait in the spill folder." default:"200000" env:"NEMESIS_PROXY_LOG_MEMORY_ROWS"`

@@ -82,7 +82,7 @@ func (c Serve) Run(ctx context.Context, log *slog.Logger) error {
 	store := settingsdb.NewStore(pool)
 	cp := xds.New(log.With("component", "xds"), store, translate.Options{
 		ListenerAddress: c.EnvoyListenerAddress, ListenerPort: c.EnvoyListenerPort, HoldTimeout: c.ActivatorHoldTimeout,
-		AccessLogCluster: c.AccessLogCluster, TrustedHops: c.EnvoyTrustedHops,
+		AccessLogCluster: c.AccessLogCluster, AccessLogPath: c.AccessLogFile, TrustedHops: c.EnvoyTrustedHops,
 	})
 	reg := httpserver.NewRegistry()
 	reg.MustRegister(cp.Server.Collector())

@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -208,4 +209,37 @@ func (b Bundle) WriteDirs(root string) error {
 		}
 	}
 	return nil
+}
+
+// ClientTLS is the TLS of a client of serve's gRPC port with the pair in
+// dir (ca.crt, tls.crt, tls.key): serve verified as ServerName by the CA,
+// the pair read again at each handshake so a renewed Secret is used on
+// the next connection.
+func ClientTLS(dir string) (*tls.Config, error) {
+	ca, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("no certificate in %s", filepath.Join(dir, CAFile))
+	}
+	load := func() (*tls.Certificate, error) {
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+		if err != nil {
+			return nil, fmt.Errorf("loading the client pair: %w", err)
+		}
+		return &c, nil
+	}
+	if _, err := load(); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: ServerName,
+		RootCAs:    pool,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return load()
+		},
+	}, nil
 }

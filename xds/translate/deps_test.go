@@ -13,11 +13,12 @@ import (
 func TestTranslatorImportsNoIO(t *testing.T) {
 	deps := deptest.Deps(t, "github.com/nemesis-ml/nemesis/xds/translate")
 	ours := map[string]bool{
-		"github.com/nemesis-ml/nemesis/xds/translate":       true,
-		"github.com/nemesis-ml/nemesis/xds/ir":              true,
-		"github.com/nemesis-ml/nemesis/xds/settings":        true,
-		"github.com/nemesis-ml/nemesis/extproc/holdmeta":    true,
-		"github.com/nemesis-ml/nemesis/internal/validation": true,
+		"github.com/nemesis-ml/nemesis/xds/translate":          true,
+		"github.com/nemesis-ml/nemesis/xds/ir":                 true,
+		"github.com/nemesis-ml/nemesis/xds/settings":           true,
+		"github.com/nemesis-ml/nemesis/extproc/holdmeta":       true,
+		"github.com/nemesis-ml/nemesis/internal/validation":    true,
+		"github.com/nemesis-ml/nemesis/internal/accesslogfile": true,
 	}
 	io := []string{"net/http", "os/exec", "database/sql", "github.com/jackc/pgx", "github.com/redis/",
 		"google.golang.org/grpc", "k8s.io/client-go", "sigs.k8s.io/controller-runtime"}

@@ -41,8 +41,8 @@ func buildListener(opts Options) (*listenerv3.Listener, error) {
 	if err := edgeHygiene(hcm, opts); err != nil {
 		return nil, err
 	}
-	if opts.AccessLogCluster != "" {
-		accessLog, err := buildAccessLog(opts.AccessLogCluster)
+	if opts.AccessLogPath != "" || opts.AccessLogCluster != "" {
+		accessLog, err := buildAccessLog(opts)
 		if err != nil {
 			return nil, err
 		}

@@ -30,6 +30,11 @@ type Options struct {
 	// AccessLogCluster is the bootstrap cluster of the gRPC access-log
 	// service that Envoy streams every request to; "" logs nothing.
 	AccessLogCluster string `json:"accessLogCluster,omitempty"`
+	// AccessLogPath, when set, has Envoy write every request to this file
+	// as a text record (internal/accesslogfile) instead, for the log shipper
+	// in its pod to stream to serve: Envoy's file logger costs it less
+	// than its gRPC logger.
+	AccessLogPath string `json:"accessLogPath,omitempty"`
 	// TrustedHops is how many proxies in front of Envoy append to
 	// X-Forwarded-For; the client's address is the one they name. 0: the
 	// connection's peer is the client.
