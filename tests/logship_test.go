@@ -59,19 +59,7 @@ func TestProxyLogsThroughTheLogShipper(t *testing.T) {
 		byPath[u.Path] = l
 	}
 	for _, c := range seen {
-		l, ok := byPath[c.path]
-		switch {
-		case !ok:
-			t.Fatalf("%s %s has no row", c.method, c.path)
-		case l.HTTPMethod != c.method || l.ResponseStatus != c.status:
-			t.Fatalf("%s %s answered %d, logged as %s %d", c.method, c.path, c.status, l.HTTPMethod, l.ResponseStatus)
-		case l.TargetURL != "http://"+addr[c.backend]+c.path || l.UpstreamHost != addr[c.backend]:
-			t.Fatalf("%s %s served by %s (%s), logged as %s via %s", c.method, c.path, c.backend, addr[c.backend], l.TargetURL, l.UpstreamHost)
-		case l.ClientIP != "127.0.0.1" || l.Environment != s.env || l.Route != s.namespace+"/demo" || l.RequestID == "" || l.LatencyMS == nil:
-			t.Fatalf("row of %s: %+v", c.path, l)
-		case c.backend == slow.name && *l.LatencyMS < 100:
-			t.Fatalf("%s waited 100 ms in the slow backend, logged %d ms", c.path, *l.LatencyMS)
-		}
+		s.checkRow(c, byPath[c.path], addr, slow)
 	}
 	// About 250 bytes a record: unrotated, the file would hold 250 KB.
 	if info, err := os.Stat(file); err != nil || info.Size() > 128<<10 {

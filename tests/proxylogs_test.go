@@ -219,20 +219,7 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 	}
 	perBackend := map[string]int{}
 	for _, c := range seen {
-		l, ok := byPath[c.path]
-		switch {
-		case !ok:
-			t.Fatalf("%s %s has no row", c.method, c.path)
-		case l.HTTPMethod != c.method || l.ResponseStatus != c.status:
-			t.Fatalf("%s %s answered %d, logged as %s %d", c.method, c.path, c.status, l.HTTPMethod, l.ResponseStatus)
-		case l.TargetURL != "http://"+addr[c.backend]+c.path || l.UpstreamHost != addr[c.backend]:
-			t.Fatalf("%s %s served by %s (%s), logged as %s via %s", c.method, c.path, c.backend, addr[c.backend], l.TargetURL, l.UpstreamHost)
-		case l.ClientIP != "127.0.0.1" || l.Environment != s.env || l.Route != s.namespace+"/demo" || l.RequestID == "" || l.LatencyMS == nil:
-			t.Fatalf("row of %s: %+v", c.path, l)
-		case c.backend == slow.name && *l.LatencyMS < 100:
-			t.Fatalf("%s waited 100 ms in the slow backend, logged %d ms", c.path, *l.LatencyMS)
-		}
-		perBackend[l.UpstreamHost]++
+		perBackend[s.checkRow(c, byPath[c.path], addr, slow).UpstreamHost]++
 	}
 	for _, b := range backends {
 		if int64(perBackend[b.addr]) != b.served.Load() {
@@ -319,6 +306,26 @@ func TestProxyLogsRecordEveryRequest(t *testing.T) {
 			}
 		}
 	})
+}
+
+// checkRow holds l, the row of the request the client sent as c, to what
+// the client saw: served by the backend named in addr (slow waits 100 ms),
+// through the route demo of the stack.
+func (s *stack) checkRow(c sent, l proxyLog, addr map[string]string, slow *backend) proxyLog {
+	s.t.Helper()
+	switch {
+	case l.ID == 0:
+		s.t.Fatalf("%s %s has no row", c.method, c.path)
+	case l.HTTPMethod != c.method || l.ResponseStatus != c.status:
+		s.t.Fatalf("%s %s answered %d, logged as %s %d", c.method, c.path, c.status, l.HTTPMethod, l.ResponseStatus)
+	case l.TargetURL != "http://"+addr[c.backend]+c.path || l.UpstreamHost != addr[c.backend]:
+		s.t.Fatalf("%s %s served by %s (%s), logged as %s via %s", c.method, c.path, c.backend, addr[c.backend], l.TargetURL, l.UpstreamHost)
+	case l.ClientIP != "127.0.0.1" || l.Environment != s.env || l.Route != s.namespace+"/demo" || l.RequestID == "" || l.LatencyMS == nil:
+		s.t.Fatalf("row of %s: %+v", c.path, l)
+	case c.backend == slow.name && *l.LatencyMS < 100:
+		s.t.Fatalf("%s waited 100 ms in the slow backend, logged %d ms", c.path, *l.LatencyMS)
+	}
+	return l
 }
 
 func TestProxyLogsSurvivePostgresOutage(t *testing.T) {

@@ -10,14 +10,19 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +35,7 @@ import (
 	"github.com/nemesis-ml/nemesis/controller/reconciler"
 	"github.com/nemesis-ml/nemesis/controller/store"
 	"github.com/nemesis-ml/nemesis/extproc/accesslog"
+	"github.com/nemesis-ml/nemesis/extproc/logship"
 	"github.com/nemesis-ml/nemesis/extproc/logsink"
 	"github.com/nemesis-ml/nemesis/extproc/podtraffic"
 	"github.com/nemesis-ml/nemesis/internal/database"
@@ -47,8 +53,10 @@ import (
 // from 2 ms to 40 ms under steady load; how long until the response-time
 // rule (over 20 ms, 1 s window) scales it, when its samples come from
 // Envoy's access logs (serve's pod traffic at its default 500 ms interval;
-// the baseline of the ratio) against a sidecar in proxy mode in front of
-// it (pushing every second, its default).
+// the baseline of the ratio), streamed by Envoy or written to a file that
+// nemesis logship ships (serve --access-log-file: Envoy writes the file
+// every 250 ms, the shipper reads it as often), against a sidecar in proxy
+// mode in front of it (pushing every second, its default).
 func BenchmarkResponseTimeReaction(b *testing.B) {
 	const trials = 8
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,12 +114,14 @@ func BenchmarkResponseTimeReaction(b *testing.B) {
 		})
 	}()
 
-	// Two environments, one Envoy each: "logs" reaches the model (the
-	// endpoint names the pod), "sidecar" the sidecar (no pod: the logs
-	// time nobody there).
+	// Three environments, one Envoy each: "logs" and "file" reach the
+	// model (the endpoint names the pod), "sidecar" the sidecar (no pod:
+	// the logs time nobody there).
 	modelPort := model.Port()
+	toModel := []ir.Route{{Name: ns + "/model", PathPrefix: "/m", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: atoi(modelPort), Pod: ns + "/" + pod}}}}
 	routes := map[string][]ir.Route{
-		"logs":    {{Name: ns + "/model", PathPrefix: "/m", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: atoi(modelPort), Pod: ns + "/" + pod}}}},
+		"logs":    toModel,
+		"file":    toModel,
 		"sidecar": {{Name: ns + "/model", PathPrefix: "/m", Endpoints: []ir.Endpoint{{Address: "127.0.0.1", Port: uint32(sidecarPort)}}}},
 	}
 	traffic.SetRoutes(routes)
@@ -119,7 +129,11 @@ func BenchmarkResponseTimeReaction(b *testing.B) {
 	for env := range routes {
 		// One control plane per Envoy: each has its own listener port.
 		port := testenv.Port(b)
-		cp := xds.New(log, settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(port), AccessLogCluster: "nemesis-xds"})
+		opts := translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(port), AccessLogCluster: "nemesis-xds"}
+		if env == "file" {
+			opts.AccessLogPath = filepath.Join(testenv.Dir(b, "accesslog"), "access.log")
+		}
+		cp := xds.New(log, settingsdb.NewStore(pool), opts)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			b.Fatal(err)
@@ -128,7 +142,10 @@ func BenchmarkResponseTimeReaction(b *testing.B) {
 			_ = cp.Server.Serve(ctx, l, accesslog.New(discardRows{}, log, accesslog.Options{Traffic: traffic}).Register)
 		}()
 		cp.RoutesChanged(ctx, map[string][]ir.Route{env: routes[env]})
-		testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-" + env, Cluster: env, LogLevel: "warn"})
+		envoy := testenv.ProjectEnvoy(b, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-" + env, Cluster: env, LogLevel: "warn"})
+		if opts.AccessLogPath != "" {
+			ship(ctx, b, opts.AccessLogPath, envoy, l.Addr().String(), env)
+		}
 		urls[env] = fmt.Sprintf("http://127.0.0.1:%d/m", port)
 	}
 
@@ -175,14 +192,33 @@ func BenchmarkResponseTimeReaction(b *testing.B) {
 	}
 	for range b.N {
 		fromLogs := measure(urls["logs"])
+		fromFile := measure(urls["file"])
 		fromSidecar := measure(urls["sidecar"])
-		l50, s50 := pct(fromLogs, 0.5), pct(fromSidecar, 0.5)
+		l50, f50, s50 := pct(fromLogs, 0.5), pct(fromFile, 0.5), pct(fromSidecar, 0.5)
 		b.ReportMetric(float64(s50)/float64(l50), "sidecar/logs-p50-ratio")
+		b.ReportMetric(float64(f50)/float64(l50), "file/logs-p50-ratio")
 		b.ReportMetric(float64(l50.Milliseconds()), "logs-p50-ms")
 		b.ReportMetric(0, "ns/op")
-		b.Logf("breach to scale over %d trials each: samples from Envoy's logs p50 %v max %v; from a proxy-mode sidecar p50 %v max %v; sidecar/logs p50 %.2f",
-			trials, l50, pct(fromLogs, 1), s50, pct(fromSidecar, 1), float64(s50)/float64(l50))
+		b.Logf("breach to scale over %d trials each: samples from Envoy's streamed logs p50 %v max %v; from its shipped file p50 %v max %v (file/streamed %.2f); from a proxy-mode sidecar p50 %v max %v; sidecar/logs p50 %.2f",
+			trials, l50, pct(fromLogs, 1), f50, pct(fromFile, 1), float64(f50)/float64(l50), s50, pct(fromSidecar, 1), float64(s50)/float64(l50))
 	}
+}
+
+// ship runs nemesis logship's loop on the file of envoy, to the control
+// plane at addr (plaintext, as the bench's Envoys reach it).
+func ship(ctx context.Context, b *testing.B, path string, envoy *servers.Envoy, addr, env string) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	go func() {
+		_ = logship.Run(ctx, slog.New(slog.DiscardHandler), logship.Config{
+			Path: path, RotateBytes: 64 << 20, Conn: conn, Interval: 250 * time.Millisecond, BatchBytes: 1 << 20,
+			Identifier: &accesslogv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: "envoy-" + env, Cluster: env}, LogName: translate.AccessLogName},
+			Reopen:     logship.ReopenEnvoyLogs(envoy.AdminURL()),
+		})
+	}()
 }
 
 type discardRows struct{}

@@ -284,18 +284,10 @@ func startShipper(b *testing.B, path string, adminPort int, receiver string) (sh
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		admin := fmt.Sprintf("http://127.0.0.1:%d/reopen_logs", adminPort)
 		err := logship.Run(ctx, slog.New(slog.DiscardHandler), logship.Config{
 			Path: path, RotateBytes: 64 << 20, Conn: conn, Registerer: reg, Interval: 250 * time.Millisecond, BatchBytes: 1 << 20,
 			Identifier: &accesslogv3.StreamAccessLogsMessage_Identifier{Node: &corev3.Node{Id: "bench"}, LogName: translate.AccessLogName},
-			Reopen: func(ctx context.Context) error {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, admin, nil)
-				resp, err := http.DefaultClient.Do(req)
-				if err == nil {
-					_ = resp.Body.Close()
-				}
-				return err
-			},
+			Reopen:     logship.ReopenEnvoyLogs(fmt.Sprintf("http://127.0.0.1:%d", adminPort)),
 		})
 		if err != nil {
 			b.Error(err)

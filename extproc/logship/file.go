@@ -34,8 +34,8 @@ type follower struct {
 	// drained: while rotating, Envoy was seen writing to the new file;
 	// path.1 is done once read to its end after that.
 	drained bool
-	// dropped counts the bytes of unshipped lines given up on (a
-	// backlog past its bound).
+	// dropped counts the bytes of unshipped records given up (a backlog
+	// past its bound, a record past maxRecord).
 	dropped int64
 }
 
@@ -60,13 +60,14 @@ func (r *follower) open() error {
 		if err != nil {
 			return fmt.Errorf("opening %s: %w", c.path, err)
 		}
-		i, err := inode(f)
+		i, size, err := inode(f)
 		if err != nil {
 			_ = f.Close()
 			return err
 		}
 		r.f, r.ino, r.offset, r.rotating = f, i, 0, c.rotating
-		if i == ino {
+		if i == ino && offset <= size {
+			// (Past the end, it is another file that got the inode.)
 			r.offset = offset
 		}
 		return nil
@@ -235,14 +236,15 @@ func (r *follower) savePos() error {
 	return nil
 }
 
-func inode(f *os.File) (uint64, error) {
+// inode returns f's inode number and size.
+func inode(f *os.File) (ino uint64, size int64, err error) {
 	info, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("reading %s: %w", f.Name(), err)
+		return 0, 0, fmt.Errorf("reading %s: %w", f.Name(), err)
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	if !ok {
-		return 0, fmt.Errorf("no inode for %s", f.Name())
+		return 0, 0, fmt.Errorf("no inode for %s", f.Name())
 	}
-	return st.Ino, nil
+	return st.Ino, info.Size(), nil
 }

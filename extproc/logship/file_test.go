@@ -118,11 +118,7 @@ func TestEveryRecordOnceInOrderAcrossRotations(t *testing.T) {
 		e.flush(0)
 		got = append(got, step(t, f)...)
 	}
-	want := make([]int, e.next)
-	for i := range want {
-		want[i] = i
-	}
-	if !slices.Equal(got, want) {
+	if want := upTo(e.next); !slices.Equal(got, want) {
 		t.Fatalf("read %d records, want %d in order, once each (first difference near %d)", len(got), len(want), firstDiff(got, want))
 	}
 	if e.reopen < 10 {
@@ -131,6 +127,15 @@ func TestEveryRecordOnceInOrderAcrossRotations(t *testing.T) {
 	if _, err := os.Stat(e.path + ".1"); !os.IsNotExist(err) {
 		t.Fatalf("the rotated file is left: %v", err)
 	}
+}
+
+// upTo is 0, 1, ... n-1: every record the fake Envoy wrote.
+func upTo(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 func firstDiff(a, b []int) int {
@@ -199,11 +204,7 @@ func TestARestartResumesAfterTheLastAcknowledgedLine(t *testing.T) {
 				e.flush(0)
 				got = append(got, step(t, f)...)
 			}
-			want := make([]int, e.next)
-			for i := range want {
-				want[i] = i
-			}
-			if !slices.Equal(got, want) {
+			if want := upTo(e.next); !slices.Equal(got, want) {
 				t.Fatalf("read %v, want %v", got, want)
 			}
 		})

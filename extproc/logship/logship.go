@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strings"
 	"time"
 
 	accesslogdatav3 "github.com/envoyproxy/go-control-plane/envoy/data/accesslog/v3"
@@ -166,4 +168,25 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		r.MustRegister(m.shipped, m.malformed, m.failures, m.dropped)
 	}
 	return m
+}
+
+// ReopenEnvoyLogs is a Config.Reopen that asks the Envoy whose admin
+// interface is at admin (a base URL) to reopen its access logs.
+func ReopenEnvoyLogs(admin string) func(context.Context) error {
+	url := strings.TrimSuffix(admin, "/") + "/reopen_logs"
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("asking envoy to reopen its logs: %w", err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("asking envoy to reopen its logs: %s", resp.Status)
+		}
+		return nil
+	}
 }

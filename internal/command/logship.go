@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -69,11 +68,10 @@ func (c Logship) Run(ctx context.Context, log *slog.Logger) error {
 		}()
 		defer func() { _ = srv.Close() }()
 	}
-	admin := strings.TrimSuffix(c.EnvoyAdmin, "/")
 	return logship.Run(ctx, log, logship.Config{
 		Path:        c.File,
 		RotateBytes: c.RotateBytes,
-		Reopen:      func(ctx context.Context) error { return reopenLogs(ctx, admin) },
+		Reopen:      logship.ReopenEnvoyLogs(c.EnvoyAdmin),
 		Conn:        conn,
 		Identifier: &accesslogv3.StreamAccessLogsMessage_Identifier{
 			Node:    &corev3.Node{Id: c.NodeID, Cluster: c.Environment},
@@ -83,21 +81,4 @@ func (c Logship) Run(ctx context.Context, log *slog.Logger) error {
 		BatchBytes: c.BatchBytes,
 		Registerer: reg,
 	})
-}
-
-// reopenLogs asks Envoy to reopen its access logs.
-func reopenLogs(ctx context.Context, admin string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, admin+"/reopen_logs", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("asking envoy to reopen its logs: %w", err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("asking envoy to reopen its logs: %s", resp.Status)
-	}
-	return nil
 }
