@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +81,56 @@ func TestANewModelsClusterArrivesWhileAnotherWarms(t *testing.T) {
 		}
 		t.Logf("round %d: %s active %v after its snapshot", round, c.Name, time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// TestARouteWithoutItsServiceHasNoClusterYet: a route whose Service is not
+// known yet answers 503 and gives Envoy no cluster (which would change when
+// the Service's protocol comes, and warm again); once the Service is seen
+// the cluster comes and the route reaches its backend.
+func TestARouteWithoutItsServiceHasNoClusterYet(t *testing.T) {
+	ctx := testenv.Context(t, 2*time.Minute)
+	_, url := testenv.Database(t)
+	pool, err := database.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	port := testenv.Port(t)
+	cp := xds.New(slog.New(slog.DiscardHandler), settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(port)})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cp.Server.Serve(ctx, l) }()
+	const env = "noservice"
+	route := ir.Route{Name: "ml/a", PathPrefix: "/a", Endpoints: []ir.Endpoint{}, NoService: true}
+	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {route}})
+	e := testenv.ProjectEnvoy(t, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env})
+	testenv.Eventually(t, 10*time.Second, "the route answers 503, no cluster", func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/a", port))
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("GET /a: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	clusters, err := e.Admin(ctx, "/clusters")
+	if err != nil || strings.Contains(clusters, "ml/a::") {
+		t.Fatalf("a cluster for a route without its Service: %v\n%s", err, clusters)
+	}
+
+	backend := startBackends(t, testenv.NewHost(t), "a")[0]
+	route.NoService, route.Protocol = false, ir.HTTP1
+	route.Endpoints = []ir.Endpoint{{Address: strings.Split(backend.addr, ":")[0], Port: uint32(backend.port)}}
+	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {route}})
+	testenv.Eventually(t, 10*time.Second, "the route reaches its backend", func() error {
+		code, body, err := get(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/a", port))
+		if err != nil || code != http.StatusOK || body != "a" {
+			return fmt.Errorf("GET /a: %d %q %v", code, body, err)
+		}
+		return nil
+	})
 }

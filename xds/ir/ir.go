@@ -39,6 +39,13 @@ type Route struct {
 	// Protocol is how Envoy speaks to the endpoints; "" means HTTP/1.1.
 	Protocol  Protocol   `json:"protocol,omitempty"`
 	Endpoints []Endpoint `json:"endpoints"`
+	// NoService: the route's Service (or its port) is not known yet, so
+	// neither are its protocol and endpoints. Envoy gets the route without
+	// its cluster (503, flag NC) and the cluster once the Service is seen,
+	// built once with the Service's protocol: a cluster added and then
+	// changed at once warms again, which holds back every other cluster
+	// update of that Envoy for a while (docs/loadbalancer.md).
+	NoService bool `json:"noService,omitempty"`
 	// HoldTimeoutSeconds is how long the activator holds a request while
 	// the route has no endpoint; 0 means the control plane's default.
 	HoldTimeoutSeconds int32 `json:"holdTimeoutSeconds,omitempty"`

@@ -26,7 +26,7 @@ type Problem struct {
 }
 
 // Routes returns the routes of every environment. An autoscaler whose
-// Service or port is missing still gets its route, with no endpoints, so
+// Service or port is missing still gets its route, marked NoService, so
 // Envoy answers 503 for it rather than 404, and the problem is reported.
 func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 	services := map[string]corev1.Service{}
@@ -60,10 +60,12 @@ func Routes(objs Objects) (map[string][]ir.Route, []Problem) {
 		svc, ok := services[key]
 		switch {
 		case !ok:
+			route.NoService = true
 			problems = append(problems, Problem{name, "service " + key + " not found"})
 		default:
 			port, found := servicePort(svc, spec.Port)
 			if !found {
+				route.NoService = true
 				problems = append(problems, Problem{name, "service " + key + " has no port " + itoa(spec.Port)})
 				break
 			}

@@ -103,23 +103,23 @@ func TestRoutes(t *testing.T) {
 			},
 			want: map[string][]fixture.Route{"default": {route.WithHoldTimeout(90)}},
 		},
-		"a missing Service leaves the route without endpoints": {
+		"a missing Service leaves the route without endpoints or cluster": {
 			objects:  objects{autoscalers: []fixture.CustomAutoscaler{resnet}, slices: []fixture.EndpointSlice{slice.WithReadyAddress("10.0.0.1")}},
-			want:     map[string][]fixture.Route{"prod": {route}},
+			want:     map[string][]fixture.Route{"prod": {route.WithoutService()}},
 			problems: []kubesource.Problem{{Autoscaler: "ml/resnet", Message: "service ml/resnet not found"}},
 		},
-		"a missing port leaves the route without endpoints": {
+		"a missing port leaves the route without endpoints or cluster": {
 			objects: objects{
 				autoscalers: []fixture.CustomAutoscaler{resnet},
 				services:    []fixture.Service{fixture.NewService("ml/resnet").WithPort("http", 8000)},
 				slices:      []fixture.EndpointSlice{slice.WithReadyAddress("10.0.0.1")},
 			},
-			want:     map[string][]fixture.Route{"prod": {route}},
+			want:     map[string][]fixture.Route{"prod": {route.WithoutService()}},
 			problems: []kubesource.Problem{{Autoscaler: "ml/resnet", Message: "service ml/resnet has no port 80"}},
 		},
 		"a Service of another namespace does not count": {
 			objects:  objects{autoscalers: []fixture.CustomAutoscaler{resnet}, services: []fixture.Service{fixture.NewService("other/resnet").WithPort("http", 80)}},
-			want:     map[string][]fixture.Route{"prod": {route}},
+			want:     map[string][]fixture.Route{"prod": {route.WithoutService()}},
 			problems: []kubesource.Problem{{Autoscaler: "ml/resnet", Message: "service ml/resnet not found"}},
 		},
 		"no route, or being deleted: nothing": {

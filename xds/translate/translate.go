@@ -68,6 +68,9 @@ func Translate(env ir.Environment, opts Options) (Resources, error) {
 		resource.EndpointType: {},
 	}
 	for _, r := range env.Routes {
+		if r.NoService {
+			continue // its route answers 503 (no cluster) until the Service is known
+		}
 		cluster, err := buildCluster(r, env.Settings)
 		if err != nil {
 			return nil, fmt.Errorf("building cluster %s: %w", r.Name, err)
