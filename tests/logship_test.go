@@ -39,7 +39,7 @@ func TestProxyLogsThroughTheLogShipper(t *testing.T) {
 		return testenv.Process(t, "nemesis-logship", exec.Command(nemesisBin, "logship",
 			"--file", file, "--serve-address", s.xdsAddr, "--tls-dir", tlsDir,
 			"--node-id", "envoy-0", "--environment", environment, "--envoy-admin", envoy.AdminURL(),
-			"--rotate-bytes", "65536", "--interval", "100ms", "--log-level", "debug"))
+			"--rotate-bytes", "65536", "--interval", "100ms", "--shutdown-grace", "1s", "--log-level", "debug"))
 	}
 	shipper := ship(filepath.Join(s.tls.Dir, pki.EnvoyDir(s.env)), s.env)
 

@@ -45,15 +45,28 @@ type Config struct {
 	BatchBytes int
 	// Registerer receives the shipper's metrics; none when nil.
 	Registerer prometheus.Registerer
+	// ShutdownGrace is how long the shipper goes on once ctx ends: Envoy
+	// drains its connections after SIGTERM and logs their requests all
+	// the while. It stops sooner once EnvoyAlive says Envoy is gone and
+	// the file is read to its end.
+	ShutdownGrace time.Duration
+	// EnvoyAlive says whether Envoy still runs; nil: it is gone.
+	EnvoyAlive func(context.Context) bool
 }
 
-// Run ships until ctx ends. Serve unreachable is waited out, with backoff,
-// on the same batch; the file keeps growing meanwhile, up to twice
-// RotateBytes.
+// Run ships until ctx ends, then until Envoy is gone and its last records
+// are shipped (ShutdownGrace at most). Serve unreachable is waited out,
+// with backoff, on the same batch; the file keeps growing meanwhile, up to
+// twice RotateBytes.
 func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 	m := newMetrics(cfg.Registerer)
+	// Batches and rotations go on past ctx's end, until the deadline set
+	// then.
+	work, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	var deadline time.Time
 	f := newFollower(cfg.Path, cfg.RotateBytes, func() error {
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel := context.WithTimeout(work, 5*time.Second)
 		defer cancel()
 		return cfg.Reopen(ctx)
 	})
@@ -74,7 +87,7 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 				err = f.advance(end) // nothing but skipped records
 				break
 			}
-			if err = send(ctx, client, cfg.Identifier, entries); err != nil {
+			if err = send(work, client, cfg.Identifier, entries); err != nil {
 				err = fmt.Errorf("sending %d entries: %w", len(entries), err)
 				if berr := f.backlog(); berr != nil {
 					log.Warn("log shipping: bounding the backlog", "err", berr)
@@ -102,9 +115,25 @@ func Run(ctx context.Context, log *slog.Logger, cfg Config) error {
 		default:
 			backoff = cfg.Interval
 		}
+		if ctx.Err() != nil {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(cfg.ShutdownGrace)
+				log.Info("log shipping: stopping once Envoy is gone and its last records are shipped", "at most", cfg.ShutdownGrace)
+			}
+			if time.Now().After(deadline) {
+				if busy || err != nil {
+					log.Warn("log shipping: stopped with records left", "err", err)
+				}
+				return nil
+			}
+			if !busy && err == nil && (cfg.EnvoyAlive == nil || !cfg.EnvoyAlive(work)) {
+				return nil
+			}
+			time.Sleep(min(wait, time.Until(deadline)))
+			continue
+		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-time.After(wait):
 		}
 	}
@@ -168,6 +197,26 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		r.MustRegister(m.shipped, m.malformed, m.failures, m.dropped)
 	}
 	return m
+}
+
+// EnvoyAlive is a Config.EnvoyAlive for the Envoy whose admin interface is
+// at admin: alive while it answers at all (a draining Envoy answers 503).
+func EnvoyAlive(admin string) func(context.Context) bool {
+	url := strings.TrimSuffix(admin, "/") + "/ready"
+	return func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return true
+	}
 }
 
 // ReopenEnvoyLogs is a Config.Reopen that asks the Envoy whose admin

@@ -33,6 +33,7 @@ type Logship struct {
 	Interval      time.Duration `help:"How often the file is read when there was nothing new (Envoy writes it every --file-flush-interval-msec)." default:"250ms" env:"NEMESIS_LOGSHIP_INTERVAL"`
 	BatchBytes    int           `help:"Most bytes of records sent and acknowledged as one batch (4 KiB to 2 MiB)." default:"1048576" env:"NEMESIS_LOGSHIP_BATCH_BYTES"`
 	MetricsListen string        `help:"Address of Prometheus /metrics; empty: none." env:"NEMESIS_LOGSHIP_METRICS_LISTEN"`
+	ShutdownGrace time.Duration `help:"How long to go on shipping after SIGTERM while Envoy drains: it stops sooner once Envoy's admin no longer answers and the file is read to its end. Keep it under the pod's terminationGracePeriodSeconds." default:"28s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
 func (c Logship) Run(ctx context.Context, log *slog.Logger) error {
@@ -72,13 +73,15 @@ func (c Logship) Run(ctx context.Context, log *slog.Logger) error {
 		Path:        c.File,
 		RotateBytes: c.RotateBytes,
 		Reopen:      logship.ReopenEnvoyLogs(c.EnvoyAdmin),
+		EnvoyAlive:  logship.EnvoyAlive(c.EnvoyAdmin),
 		Conn:        conn,
 		Identifier: &accesslogv3.StreamAccessLogsMessage_Identifier{
 			Node:    &corev3.Node{Id: c.NodeID, Cluster: c.Environment},
 			LogName: translate.AccessLogName,
 		},
-		Interval:   c.Interval,
-		BatchBytes: c.BatchBytes,
-		Registerer: reg,
+		Interval:      c.Interval,
+		BatchBytes:    c.BatchBytes,
+		Registerer:    reg,
+		ShutdownGrace: c.ShutdownGrace,
 	})
 }
