@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -114,19 +115,33 @@ func (p *Process) exitedError() error {
 // their ports, so that a port handed out and closed is not taken again by
 // the many connections and servers of tests running at once before its
 // user binds it (a sidecar test once found another server on its admin
-// port); and below Kubernetes' NodePorts (30000-32767).
+// port); and below Kubernetes' NodePorts (30000-32767). A port is handed
+// out once per process: one picked for Envoy's listener, which Envoy binds
+// only when the control plane sends it, was once handed out again for its
+// admin interface.
 func FreePort() (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 100 {
 		port := 20000 + rand.IntN(10000)
+		if handedOut.ports[port] {
+			continue
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue
 		}
 		_ = l.Close()
+		handedOut.ports[port] = true
 		return port, nil
 	}
 	return 0, errors.New("finding a free port: 100 tries in 20000-29999 were taken")
 }
+
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 // waitFor polls ready until it succeeds, the process exits, or timeout passes.
 func waitFor(p *Process, timeout time.Duration, ready func() error) error {
