@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -30,23 +31,12 @@ import (
 // test failing together when released from zero.
 func TestANewModelsClusterArrivesWhileAnotherWarms(t *testing.T) {
 	ctx := testenv.Context(t, 2*time.Minute)
-	_, url := testenv.Database(t)
-	pool, err := database.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	cp := xds.New(slog.New(slog.DiscardHandler), settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(testenv.Port(t))})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cp.Server.Serve(ctx, l) }()
+	cp, addr := startControlPlane(ctx, t, testenv.Port(t))
 	const env = "warming"
 	ep := []ir.Endpoint{{Address: "127.0.0.1", Port: 9}}
 	a := ir.Route{Name: "ml/a", PathPrefix: "/a", Endpoints: ep}
 	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {a}})
-	e := testenv.ProjectEnvoy(t, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env})
+	e := testenv.ProjectEnvoy(t, addr, servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env})
 	active := func(cluster string) error {
 		out, err := e.Admin(ctx, "/clusters")
 		if err != nil {
@@ -89,23 +79,12 @@ func TestANewModelsClusterArrivesWhileAnotherWarms(t *testing.T) {
 // the cluster comes and the route reaches its backend.
 func TestARouteWithoutItsServiceHasNoClusterYet(t *testing.T) {
 	ctx := testenv.Context(t, 2*time.Minute)
-	_, url := testenv.Database(t)
-	pool, err := database.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
 	port := testenv.Port(t)
-	cp := xds.New(slog.New(slog.DiscardHandler), settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(port)})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = cp.Server.Serve(ctx, l) }()
+	cp, addr := startControlPlane(ctx, t, port)
 	const env = "noservice"
 	route := ir.Route{Name: "ml/a", PathPrefix: "/a", Endpoints: []ir.Endpoint{}, NoService: true}
 	cp.RoutesChanged(ctx, map[string][]ir.Route{env: {route}})
-	e := testenv.ProjectEnvoy(t, l.Addr().String(), servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env})
+	e := testenv.ProjectEnvoy(t, addr, servers.EnvoyConfig{NodeID: "envoy-0", Cluster: env})
 	testenv.Eventually(t, 10*time.Second, "the route answers 503, no cluster", func() error {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/a", port))
 		if err != nil {
@@ -133,4 +112,24 @@ func TestARouteWithoutItsServiceHasNoClusterYet(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startControlPlane serves xDS in this process (plaintext) for Envoys
+// whose listener is on port, until ctx ends; it returns the control plane
+// and its address.
+func startControlPlane(ctx context.Context, t *testing.T, port int) (*xds.ControlPlane, string) {
+	t.Helper()
+	_, url := testenv.Database(t)
+	pool, err := database.Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	cp := xds.New(slog.New(slog.DiscardHandler), settingsdb.NewStore(pool), translate.Options{ListenerAddress: "127.0.0.1", ListenerPort: uint32(port)})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cp.Server.Serve(ctx, l) }()
+	return cp, l.Addr().String()
 }
