@@ -152,22 +152,10 @@ func startStaticEnvoy(b *testing.B, dir, logger string, model, receiver string) 
 			translate.AccessLogName, translate.AccessLogBufferBytes, translate.AccessLogFlushInterval.Seconds(), strings.TrimSuffix(fileFormat, "\n"))
 	case "shipped":
 		access := filepath.Join(dir, "access-"+strconv.Itoa(port)+".records")
-		accessLog = fmt.Sprintf(`
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s
-              log_format: {text_format_source: {inline_string: %q}}`, access, accesslogfile.Format)
+		accessLog = fileLogger(access, accesslogfile.Format)
 		shipped = startShipper(b, access, adminPort, receiver)
 	case "file":
-		accessLog = fmt.Sprintf(`
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s
-              log_format: {text_format_source: {inline_string: %q}}`, filepath.Join(dir, "access-"+strconv.Itoa(port)+".log"), fileFormat)
+		accessLog = fileLogger(filepath.Join(dir, "access-"+strconv.Itoa(port)+".log"), fileFormat)
 	}
 	modelHost, modelPort, _ := net.SplitHostPort(model)
 	recvHost, recvPort, _ := net.SplitHostPort(receiver)
@@ -228,6 +216,18 @@ static_resources:
 	url = fmt.Sprintf("http://127.0.0.1:%d/models/m/predict", port)
 	waitUp(b, url)
 	return p, url, shipped
+}
+
+// fileLogger is the access_log of Envoy's file logger writing format to
+// path.
+func fileLogger(path, format string) string {
+	return fmt.Sprintf(`
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format: {text_format_source: {inline_string: %q}}`, path, format)
 }
 
 // startModelProcess runs this binary as the stand-in model on CPU 0 and

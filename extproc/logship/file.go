@@ -27,6 +27,7 @@ type follower struct {
 	reopen func() error
 
 	f      *os.File
+	br     *bufio.Reader // reused by every read of f
 	ino    uint64
 	offset int64
 	// rotating: f is path.1 and Envoy has been asked to reopen.
@@ -40,7 +41,7 @@ type follower struct {
 }
 
 func newFollower(path string, rotateBytes int64, reopen func() error) *follower {
-	return &follower{path: path, rotateBytes: rotateBytes, reopen: reopen}
+	return &follower{path: path, rotateBytes: rotateBytes, reopen: reopen, br: bufio.NewReaderSize(nil, 64<<10)}
 }
 
 func (r *follower) old() string { return r.path + ".1" }
@@ -87,7 +88,8 @@ func (r *follower) records(max int) ([][]byte, int64, error) {
 	if _, err := r.f.Seek(r.offset, io.SeekStart); err != nil {
 		return nil, 0, fmt.Errorf("seeking %s: %w", r.f.Name(), err)
 	}
-	br := bufio.NewReaderSize(io.LimitReader(r.f, int64(max)+maxRecord), 64<<10)
+	br := r.br
+	br.Reset(io.LimitReader(r.f, int64(max)+maxRecord))
 	var out [][]byte
 	var rec []byte // the record being read
 	end := r.offset

@@ -4,18 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/service/accesslog/v3"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/nemesis-ml/nemesis/extproc/logship"
+	"github.com/nemesis-ml/nemesis/internal/httpserver"
 	"github.com/nemesis-ml/nemesis/internal/pki"
 	"github.com/nemesis-ml/nemesis/xds/translate"
 )
@@ -32,7 +30,7 @@ type Logship struct {
 	RotateBytes   int64         `help:"Size past which the file is rotated (at least 64 KiB); up to twice this waits on disk while serve is unreachable." default:"67108864" env:"NEMESIS_ACCESS_LOG_ROTATE_BYTES"`
 	Interval      time.Duration `help:"How often the file is read when there was nothing new (Envoy writes it every --file-flush-interval-msec)." default:"250ms" env:"NEMESIS_LOGSHIP_INTERVAL"`
 	BatchBytes    int           `help:"Most bytes of records sent and acknowledged as one batch (4 KiB to 2 MiB)." default:"1048576" env:"NEMESIS_LOGSHIP_BATCH_BYTES"`
-	MetricsListen string        `help:"Address of Prometheus /metrics; empty: none." env:"NEMESIS_LOGSHIP_METRICS_LISTEN"`
+	MetricsListen string        `help:"Address of Prometheus /metrics (and /healthz); empty: none." env:"NEMESIS_LOGSHIP_METRICS_LISTEN"`
 	ShutdownGrace time.Duration `help:"How long to go on shipping after SIGTERM while Envoy drains: it stops sooner once Envoy's admin no longer answers and the file is read to its end. Keep it under the pod's terminationGracePeriodSeconds." default:"28s" env:"NEMESIS_SHUTDOWN_GRACE"`
 }
 
@@ -59,15 +57,16 @@ func (c Logship) Run(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("dialing serve: %w", err)
 	}
 	defer func() { _ = conn.Close() }()
-	reg := prometheus.NewRegistry()
+	reg := httpserver.NewRegistry()
 	if c.MetricsListen != "" {
-		srv := &http.Server{Addr: c.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+		// Up while the shipper runs, which goes on past ctx's end.
+		srvCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		defer stop()
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			if err := httpserver.Serve(srvCtx, log, c.MetricsListen, httpserver.Mux(reg), time.Second); err != nil {
 				log.Error("metrics server", "err", err)
 			}
 		}()
-		defer func() { _ = srv.Close() }()
 	}
 	return logship.Run(ctx, log, logship.Config{
 		Path:        c.File,
